@@ -1,0 +1,34 @@
+"""Tell local folders from Hugging Face Hub ids, and fail fast when the Hub is out of reach."""
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from stages.errors import InputError
+
+
+def local_path(name, param):
+    """The folder `name` names, or None for a Hub id; a path-like name that does not exist is an error."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{param} = {name!r} is a file; point it at a folder")
+        return path
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InputError(f"{param} = {name!r}: no such folder")
+    return None
+
+
+def require_hub(name, param, local_hint):
+    """Check the Hub answers before a library spends ~30 s retrying; offline mode uses the local cache."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError:
+        raise InputError(
+            f"{param} = {name!r} needs the Hugging Face Hub, and {host} cannot be reached; "
+            f"{local_hint}, or set HF_HUB_OFFLINE=1 to use a copy already in your Hugging Face cache"
+        ) from None

@@ -1,0 +1,97 @@
+"""SQuAD-style answer metrics (exact match, token F1) plus ROUGE.
+
+Exact match and F1 follow the official SQuAD v1.1 evaluation script. ROUGE comes
+from rouge_score, which does its own tokenisation, so it sees the raw strings.
+Every score is on a 0-100 scale.
+"""
+
+import re
+import string
+from collections import Counter
+
+from rouge_score import rouge_scorer
+
+METRICS = ("exact_match", "f1", "precision", "recall", "rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+# building a scorer is not free, so make one and reuse it
+_rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(s):
+    """Lowercase, strip punctuation and articles, collapse whitespace (official SQuAD v1.1)."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction, gold):
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_precision_recall(prediction, gold):
+    """Token-overlap (F1, precision, recall) on normalised tokens, each in [0, 1]."""
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    # v1.1 would divide by zero here; like SQuAD v2: both empty = perfect, one empty = nothing
+    if not pred_tokens or not gold_tokens:
+        match = float(pred_tokens == gold_tokens)
+        return match, match, match
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0, 0.0, 0.0
+    precision = common / len(pred_tokens)
+    recall = common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall), precision, recall
+
+
+def score_question(prediction, golds):
+    """Score one prediction against its gold answers, on a 0-100 scale.
+
+    Each metric is the max over the gold answers independently, so e.g. the best
+    precision and the best recall may come from different golds.
+    """
+    if not golds:
+        raise ValueError("a question needs at least one gold answer")
+    best = dict.fromkeys(METRICS, 0.0)
+    for gold in golds:
+        f1, precision, recall = f1_precision_recall(prediction, gold)
+        rouge = _rouge.score(gold, prediction)  # rouge_score takes (target, prediction)
+        scores = {"exact_match": exact_match(prediction, gold), "f1": f1,
+                  "precision": precision, "recall": recall}
+        scores.update({name: rouge[name].fmeasure for name in ROUGE_TYPES})
+        for name in METRICS:
+            best[name] = max(best[name], 100.0 * scores[name])
+    return best
+
+
+def aggregate(per_question, missing=0):
+    """Mean of each metric over the questions (0-100, unrounded), plus counts."""
+    if not per_question:
+        raise ValueError("cannot aggregate zero questions")
+    result = {name: sum(q[name] for q in per_question) / len(per_question) for name in METRICS}
+    result["questions"] = len(per_question)
+    result["missing_predictions"] = missing
+    return result
+
+
+def score(golds_by_id, predictions):
+    """Score predictions against every question in golds_by_id.
+
+    A question with no prediction scores 0 in every metric (not score_question(""),
+    which would give EM 1 against a gold like "the" that normalises to empty).
+    Predictions for ids not in golds_by_id are ignored.
+    Returns (aggregate dict, per-id scores).
+    """
+    per_id = {}
+    missing = 0
+    for qid, golds in golds_by_id.items():
+        if qid in predictions:
+            per_id[qid] = score_question(predictions[qid], golds)
+        else:
+            per_id[qid] = dict.fromkeys(METRICS, 0.0)
+            missing += 1
+    return aggregate(list(per_id.values()), missing), per_id

@@ -1,0 +1,78 @@
+"""Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration, T5TokenizerFast
+
+from stages import hub
+from stages.errors import InputError
+
+SCRATCH = "scratch"
+SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
+
+
+def is_scratch(model_params):
+    return model_params["name"] == SCRATCH
+
+
+def train_tokenizer(texts, vocab_size):
+    """A SentencePiece-style Unigram tokenizer, trained on `texts` and wrapped as a T5 tokenizer."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r"\s+", " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>",
+                                      show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0)
+
+
+def load_tokenizer(name):
+    return from_pretrained(AutoTokenizer, name)
+
+
+def build_model(model_params, tokenizer):
+    """A new T5 sized by model.scratch, or the checkpoint model.name names."""
+    if not is_scratch(model_params):
+        return from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True)
+    size = model_params["scratch"]
+    if size["d_model"] % size["num_heads"]:
+        raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
+                         f"model.scratch.num_heads ({size['num_heads']})")
+    config = T5Config(vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
+                      d_kv=size["d_model"] // size["num_heads"], num_heads=size["num_heads"],
+                      num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
+                      # transformers 5 leaves these unset on a bare T5Config
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(config)
+
+
+def from_pretrained(cls, name, **kwargs):
+    folder = hub.local_path(name, "model.name")
+    if folder is None:
+        hub.require_hub(name, "model.name", "point model.name at a local checkpoint folder")
+    try:
+        return cls.from_pretrained(folder or name, **kwargs)
+    except (OSError, ValueError) as e:
+        raise InputError(f"model.name = {name!r}: cannot load {cls.__name__} ({str(e).splitlines()[0]})") from None
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, input_ids, batch_size, max_new_tokens):
+    """Greedy answers for lists of token ids, in their order; batches of similar length waste no padding."""
+    model.eval()
+    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    answers = [None] * len(input_ids)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+        for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
+            answers[i] = text.strip()
+    return answers

@@ -1,0 +1,88 @@
+"""Read params.yaml and check every value before any stage does work.
+
+Each entry of SCHEMA is a dotted param name, the type it must have and a range check.
+All problems are reported at once, each with its dotted name.
+"""
+
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from stages.errors import InputError
+
+PARAMS_FILE = Path("params.yaml")
+SPLIT_SPEC = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
+
+
+def positive(v):
+    return v > 0
+
+
+SCHEMA = {
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "data.source": (str, bool, "a Hub dataset id or a local folder"),
+    "data.splits.train": (str, SPLIT_SPEC.match, "a split slice such as train[:20000]"),
+    "data.splits.validation": (str, SPLIT_SPEC.match, "a split slice such as train[20000:25000]"),
+    "data.splits.test": (str, SPLIT_SPEC.match, "a split slice such as validation[:5000]"),
+    "data.on_invalid": (str, lambda v: v in ("error", "drop"), "error or drop"),
+    "model.name": (str, bool, "a Hub model id, a local checkpoint folder or `scratch`"),
+    "model.scratch.vocab_size": (int, lambda v: v >= 100, "an integer >= 100"),
+    "model.scratch.d_model": (int, positive, "an integer > 0"),
+    "model.scratch.d_ff": (int, positive, "an integer > 0"),
+    "model.scratch.num_layers": (int, positive, "an integer > 0"),
+    "model.scratch.num_heads": (int, positive, "an integer > 0"),
+    "tokenize.max_source_length": (int, lambda v: v >= 8, "an integer >= 8"),
+    "tokenize.max_target_length": (int, lambda v: v >= 2, "an integer >= 2"),
+    "train.lr": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "train.epochs": (float, positive, "a number > 0"),
+    "train.batch_size": (int, positive, "an integer > 0"),
+    "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
+    "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "evaluate.batch_size": (int, positive, "an integer > 0"),
+    "evaluate.max_new_tokens": (int, positive, "an integer > 0"),
+}
+
+
+def load(path=PARAMS_FILE):
+    """Return params.yaml as nested dicts, with every SCHEMA entry checked and typed."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found; run from the repository root") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise InputError(f"{path}: expected a mapping of stage sections")
+    problems = []
+    for name, (kind, ok, expected) in SCHEMA.items():
+        *parents, leaf = name.split(".")
+        section = params
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or leaf not in section:
+            problems.append(f"{name} is missing (expected {expected})")
+            continue
+        value = coerce(section[leaf], kind)
+        if value is None or not ok(value):
+            problems.append(f"{name} = {section[leaf]!r} is not {expected}")
+        else:
+            section[leaf] = value
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    return params
+
+
+def coerce(value, kind):
+    """The value as `kind`, or None. PyYAML reads `3e-4` as a string (YAML 1.1), DVC writes it so."""
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, (int, float, str)):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, kind) else None

@@ -1,0 +1,49 @@
+"""Score any predictions file, with the official SQuAD v1.1 evaluation script's interface.
+
+    python -m stages.score DATASET.json PREDICTIONS.json
+
+DATASET is SQuAD v1.1 JSON (or a flat .jsonl / .parquet file), PREDICTIONS a JSON object
+{question id: answer text}. Prints the evaluate stage's metrics as JSON. Every question in
+DATASET counts; a missing prediction scores 0 and is counted; unknown ids are ignored.
+"""
+
+import argparse
+import json
+import sys
+
+from stages import metrics, squad
+from stages.errors import InputError, cli
+
+
+def read_predictions(path):
+    try:
+        with open(path) as f:
+            predictions = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
+        raise InputError(f"{path}: expected a JSON object mapping question id to answer text")
+    return predictions
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="SQuAD v1.1 JSON file")
+    parser.add_argument("predictions", help="JSON object: question id -> answer text")
+    args = parser.parse_args(argv)
+    rows = squad.read_file(args.dataset)
+    golds = {}
+    for row in rows:
+        if (why := squad.problem(row)) and why.startswith(("id", "answers:", "answers.text")):
+            raise InputError(f"{args.dataset}: id {row['id']!r}: {why}")
+        golds[row["id"]] = row["answers"]["text"]
+    summary, _ = metrics.score(golds, read_predictions(args.predictions))
+    json.dump(summary, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

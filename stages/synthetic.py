@@ -1,0 +1,243 @@
+"""Generate the bundled SQuAD v1.1-format data set under data/raw/.
+
+Paragraphs about invented people, towns and companies. Every paragraph holds several
+facts of the same type (two or three years, places, people), so a question can only be
+answered by reading the relation it asks about, not by picking the one date in sight.
+Questions come in several phrasings; answers are exact spans with their answer_start.
+Entities in validation.json never appear in train.json, so the test split (taken from
+validation.json) measures reading, not memory.
+
+    python -m stages.synthetic            # rewrites data/raw/train.json and validation.json
+"""
+
+import argparse
+import json
+import random
+import string
+from pathlib import Path
+
+SYLLABLES = ["ka", "lo", "ren", "ta", "mi", "vor", "el", "dan", "su", "bri", "tho", "nel", "gar", "is",
+             "ora", "pel", "quin", "ras", "ti", "ul", "ven", "wy", "zan", "cor", "fa", "hel", "jun", "mar"]
+PLACE_ENDINGS = ["ia", "burg", "ford", "holm", "stad", "mouth", "vale", "port"]
+COMPANY_KINDS = ["Works", "Foundry", "Trading Company", "Mills", "Press", "Shipyard"]
+PROFESSIONS = ["an engineer", "a painter", "a chemist", "an architect", "a composer", "a merchant", "a botanist"]
+RIVERS = ["Ossa", "Venn", "Tarl", "Mira", "Koru", "Elbe", "Sorn", "Ithe"]
+
+
+def word(rng, syllables=(2, 3)):
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(*syllables))).capitalize()
+
+
+def person(rng):
+    return f"{word(rng)} {word(rng)}"
+
+
+def place(rng):
+    return word(rng, (1, 2)) + rng.choice(PLACE_ENDINGS)
+
+
+def company(rng):
+    return f"{word(rng)} {rng.choice(COMPANY_KINDS)}"
+
+
+def distinct(rng, make, n):
+    """n different values from make(rng): distractors must never equal the answer."""
+    values = []
+    while len(values) < n:
+        value = make(rng)
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def years(rng, n, start=1700, end=1990):
+    return sorted(rng.sample(range(start, end), n))
+
+
+# Each topic is (facts, intro sentences, other sentences, questions). A sentence names
+# the facts it mentions as {slots}; a question names the one slot that answers it.
+def person_topic(rng):
+    born, moved, founded = years(rng, 3)
+    birthplace, new_home = distinct(rng, place, 2)
+    teacher, rival = distinct(rng, person, 2)
+    employer, own_company = distinct(rng, company, 2)
+    he = rng.choice([("he", "his", "He", "His"), ("she", "her", "She", "Her")])
+    job = rng.choice(PROFESSIONS)
+    facts = dict(name=person(rng), job=job, work=job.split()[1], born=str(born), birthplace=birthplace,
+                 moved=str(moved), new_home=new_home, founded=str(founded), teacher=teacher,
+                 rival=rival, employer=employer, own_company=own_company)
+    intro = [
+        "{name} was {job} born in {birthplace} in {born}.",
+        "{name} (born {born} in {birthplace}) was {job}.",
+        "Born in {birthplace} in {born}, {name} became {job}.",
+    ]
+    body = [
+        f"{he[2]} studied under {{teacher}} and later worked for {{employer}}.",
+        f"As a young {{work}}, {he[0]} was taught by {{teacher}} before joining {{employer}}.",
+        f"In {{moved}} {he[0]} moved to {{new_home}}.",
+        f"{he[2]} settled in {{new_home}} in {{moved}}.",
+        f"{he[2]} founded {{own_company}} in {{founded}}.",
+        f"In {{founded}} {he[0]} established {{own_company}}.",
+        f"{he[3]} great rival was {{rival}}.",
+        f"{he[2]} competed for decades with {{rival}}.",
+    ]
+    questions = [
+        ("born", ["When was {name} born?", "In what year was {name} born?", "{name} was born in which year?"]),
+        ("birthplace", ["Where was {name} born?", "In which town was {name} born?", "What is the birthplace of {name}?"]),
+        ("moved", ["When did {name} move to {new_home}?", "In what year did {name} settle in {new_home}?"]),
+        ("new_home", ["Where did {name} move in {moved}?", "In which town did {name} settle?"]),
+        ("founded", ["When did {name} found {own_company}?", "In what year was {own_company} established?"]),
+        ("own_company", ["Which company did {name} found?", "What did {name} establish in {founded}?"]),
+        ("employer", ["Who did {name} work for?", "Which company employed {name}?"]),
+        ("teacher", ["Who taught {name}?", "Under whom did {name} study?", "Who was the teacher of {name}?"]),
+        ("rival", ["Who was the rival of {name}?", "With whom did {name} compete?"]),
+    ]
+    return facts, intro, pair_up(rng, body), questions
+
+
+def town_topic(rng):
+    founded, fire, bridge = years(rng, 3, 1100, 1900)
+    founder, mayor = distinct(rng, person, 2)
+    name, neighbour = distinct(rng, place, 2)
+    river, other_river = rng.sample(RIVERS, 2)
+    facts = dict(name=name, founded=str(founded), fire=str(fire), bridge=str(bridge), founder=founder,
+                 mayor=mayor, neighbour=neighbour, river=river, other_river=other_river,
+                 population=f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}")
+    intro = [
+        "{name} is a town on the {river} river, founded in {founded} by {founder}.",
+        "{name} was founded by {founder} in {founded} on the banks of the {river}.",
+    ]
+    body = [
+        "A great fire destroyed its old quarter in {fire}.",
+        "In {fire} most of the town burned down.",
+        "Its first stone bridge was built in {bridge}.",
+        "The bridge over the {river} dates from {bridge}.",
+        "Today {name} has a population of {population} and its mayor is {mayor}.",
+        "Its mayor, {mayor}, governs {population} inhabitants.",
+        "The road to {neighbour} follows the {other_river} valley.",
+        "{neighbour}, its neighbour, lies on the {other_river}.",
+    ]
+    questions = [
+        ("founded", ["When was {name} founded?", "In what year was {name} founded?"]),
+        ("founder", ["Who founded {name}?", "By whom was {name} founded?"]),
+        ("fire", ["When did a fire destroy {name}?", "In which year did {name} burn?"]),
+        ("bridge", ["When was the bridge of {name} built?", "In what year was the first bridge of {name} built?"]),
+        ("mayor", ["Who is the mayor of {name}?", "Who governs {name}?"]),
+        ("population", ["What is the population of {name}?", "How many people live in {name}?"]),
+        ("river", ["On which river is {name}?", "What river flows through {name}?"]),
+        ("neighbour", ["Which town neighbours {name}?", "What is the neighbour of {name}?"]),
+    ]
+    return facts, intro, pair_up(rng, body), questions
+
+
+def company_topic(rng):
+    founded, listed, closed = years(rng, 3, 1750, 2000)
+    founder, chairman = distinct(rng, person, 2)
+    seat, factory = distinct(rng, place, 2)
+    facts = dict(name=company(rng), founded=str(founded), listed=str(listed), closed=str(closed),
+                 founder=founder, chairman=chairman, seat=seat, factory=factory,
+                 staff=f"{rng.randint(2, 95)},{rng.randint(0, 999):03d}")
+    intro = [
+        "{name} was founded in {founded} by {founder} in {seat}.",
+        "{founder} started {name} in {seat} in {founded}.",
+    ]
+    body = [
+        "Its largest factory stood in {factory}.",
+        "Most of its goods were made in {factory}.",
+        "The company went public in {listed}, when {chairman} was its chairman.",
+        "{chairman} led the board when its shares were listed in {listed}.",
+        "At its peak it employed {staff} workers.",
+        "Its staff grew to {staff} people.",
+        "It closed in {closed}.",
+        "The last works shut down in {closed}.",
+    ]
+    questions = [
+        ("founded", ["When was {name} founded?", "In what year did {founder} start {name}?"]),
+        ("founder", ["Who founded {name}?", "Who started {name}?"]),
+        ("seat", ["Where was {name} founded?", "In which town did {name} begin?"]),
+        ("factory", ["Where was the largest factory of {name}?", "Where were the goods of {name} made?"]),
+        ("listed", ["When did {name} go public?", "In what year were the shares of {name} listed?"]),
+        ("chairman", ["Who was the chairman of {name}?", "Who led the board of {name}?"]),
+        ("closed", ["When did {name} close?", "In what year did {name} shut down?"]),
+        ("staff", ["How many workers did {name} employ?", "How large was the staff of {name}?"]),
+    ]
+    return facts, intro, pair_up(rng, body), questions
+
+
+def pair_up(rng, body):
+    """Body sentences come in pairs of phrasings of the same facts: keep one of each pair."""
+    return [rng.choice(body[i:i + 2]) for i in range(0, len(body), 2)]
+
+
+def render(template, facts, offset):
+    """Fill a template; return the text and where each slot landed (slot -> start)."""
+    text, where = "", {}
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        text += literal
+        if slot is not None:
+            where.setdefault(slot, offset + len(text))
+            text += facts[slot]
+    return text, where
+
+
+def paragraph(rng, paragraph_id):
+    facts, intro, body, questions = rng.choice([person_topic, town_topic, company_topic])(rng)
+    rng.shuffle(body)
+    context, where = "", {}
+    for template in [rng.choice(intro)] + body:
+        context += " " if context else ""
+        text, slots = render(template, facts, len(context))
+        for slot, start in slots.items():
+            where.setdefault(slot, start)
+        context += text
+    qas = []
+    for n, (slot, phrasings) in enumerate(rng.sample(questions, 5)):
+        answer = facts[slot]
+        answers = [{"text": answer, "answer_start": where[slot]}]
+        assert context[where[slot]:where[slot] + len(answer)] == answer
+        qas.append({"id": f"{paragraph_id}-{n}", "question": render(rng.choice(phrasings), facts, 0)[0],
+                    "answers": answers})
+    return facts["name"], {"context": context, "qas": qas}
+
+
+def with_annotator_answers(rng, qas):
+    """SQuAD's dev set has several answers per question: repeat the span, sometimes add a shorter one."""
+    for qa in qas:
+        gold = qa["answers"][0]
+        extra = [dict(gold) for _ in range(rng.randint(1, 2))]
+        words = gold["text"].split()
+        if len(words) > 1 and rng.random() < 0.5:  # e.g. "Pinter" for "Dalo Pinter"
+            last = words[-1]
+            extra.append({"text": last, "answer_start": gold["answer_start"] + len(gold["text"]) - len(last)})
+        qa["answers"] += extra
+    return qas
+
+
+def squad_json(rng, n_paragraphs, split, several_answers):
+    articles = []
+    for p in range(n_paragraphs):
+        title, para = paragraph(rng, f"{split}-{p:05d}")
+        if several_answers:
+            with_annotator_answers(rng, para["qas"])
+        articles.append({"title": title, "paragraphs": [para]})
+    return {"version": "1.1", "data": articles}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="data/raw", help="folder for train.json and validation.json")
+    parser.add_argument("--train-paragraphs", type=int, default=3000)
+    parser.add_argument("--validation-paragraphs", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n, several in [("train", args.train_paragraphs, False), ("validation", args.validation_paragraphs, True)]:
+        data = squad_json(rng, n, split, several)
+        (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+        print(f"{out / f'{split}.json'}: {n} paragraphs, {5 * n} questions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+
+def squad_v1(*paragraphs):
+    """SQuAD v1.1 JSON from (context, [(id, question, answer_text), ...]) pairs; spans found in the context."""
+    articles = []
+    for n, (context, qas) in enumerate(paragraphs):
+        articles.append({"title": f"Article {n}", "paragraphs": [{"context": context, "qas": [
+            {"id": qid, "question": q, "answers": [{"text": a, "answer_start": context.find(a)}]}
+            for qid, q, a in qas]}]})
+    return {"version": "1.1", "data": articles}
+
+
+@pytest.fixture
+def write_json(tmp_path):
+    def write(name, obj):
+        path = tmp_path / name
+        path.write_text(json.dumps(obj))
+        return path
+    return write
+
+
+@pytest.fixture
+def small_squad():
+    return squad_v1(
+        ("Ada Lovelace was born in London in 1815.", [("q1", "Where was Ada born?", "London"),
+                                                       ("q2", "When was Ada born?", "1815")]),
+        ("The Rhine flows through Basel.", [("q3", "What flows through Basel?", "The Rhine")]),
+    )

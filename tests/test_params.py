@@ -1,0 +1,60 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params
+from stages.errors import InputError
+
+DEFAULTS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+def edited(tmp_path, edit):
+    p = yaml.safe_load(DEFAULTS.read_text())
+    edit(p)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def test_the_shipped_params_are_valid():
+    p = params.load(DEFAULTS)
+    assert isinstance(p["train"]["lr"], float)
+    assert p["model"]["name"] == "scratch"
+
+
+def test_exponent_written_by_dvc_reads_as_a_float(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(DEFAULTS, path)
+    path.write_text(path.read_text().replace("lr: 1.0e-3", "lr: 3e-4"))
+    assert params.load(path)["train"]["lr"] == pytest.approx(3e-4)
+
+
+def test_every_problem_is_reported_at_once_with_its_dotted_name(tmp_path):
+    def edit(p):
+        p["train"]["lr"] = "fast"
+        p["train"]["batch_size"] = 0
+        p["data"]["splits"]["test"] = "validation[5000]"
+        del p["evaluate"]["max_new_tokens"]
+        p["data"]["on_invalid"] = "ignore"
+    with pytest.raises(InputError) as e:
+        params.load(edited(tmp_path, edit))
+    message = str(e.value)
+    for fragment in ["train.lr = 'fast'", "train.batch_size = 0", "data.splits.test = 'validation[5000]'",
+                     "evaluate.max_new_tokens is missing", "data.on_invalid = 'ignore' is not error or drop"]:
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_a_bool_is_not_an_integer(tmp_path):
+    with pytest.raises(InputError, match="train.batch_size = True"):
+        params.load(edited(tmp_path, lambda p: p["train"].update(batch_size=True)))
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        params.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [1,\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        params.load(tmp_path / "params.yaml")

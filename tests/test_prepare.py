@@ -1,0 +1,93 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import prepare
+from tests.conftest import squad_v1
+
+DEFAULTS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, small_squad):
+    """A folder with params.yaml pointing at raw/ that holds train.json and validation.json."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "train.json").write_text(json.dumps(small_squad))
+    (tmp_path / "raw" / "validation.json").write_text(json.dumps(squad_v1(
+        ("Paris is in France.", [("v1", "Where is Paris?", "France")]))))
+    p = yaml.safe_load(DEFAULTS.read_text())
+    p["data"].update(source="raw", splits={"train": "train[:2]", "validation": "train[2:]",
+                                           "test": "validation"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def set_params(project, **data):
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["data"].update(data)
+    (project / "params.yaml").write_text(yaml.safe_dump(p))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_writes_flat_splits_and_a_report(project):
+    prepare.main()
+    assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1", "q2"]
+    assert [r["id"] for r in read_jsonl("data/prepared/test.jsonl")] == ["v1"]
+    report = json.loads(Path("metrics/data.json").read_text())
+    assert report["rows"] == {"train": 2, "validation": 1, "test": 1}
+    assert report["dropped"] == {"train": 0, "validation": 0, "test": 0}
+
+
+def break_answer(project):
+    data = json.loads((project / "raw" / "train.json").read_text())
+    data["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] = 3
+    (project / "raw" / "train.json").write_text(json.dumps(data))
+
+
+def test_invalid_record_stops_with_its_id_and_field_and_writes_nothing(project, capsys):
+    break_answer(project)
+    with pytest.raises(SystemExit) as e:
+        prepare.main()
+    assert e.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it
+    assert line.startswith("error: raw/train.json: 1 invalid record(s) in split train")
+    assert "id 'q2': answers.answer_start: '1815' is not at 3" in line
+    assert "data.on_invalid: drop" in line
+    assert not Path("data").exists() and not Path("metrics").exists()
+
+
+def test_drop_skips_invalid_records_and_reports_why(project):
+    break_answer(project)
+    set_params(project, on_invalid="drop")
+    prepare.main()
+    assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
+    report = json.loads(Path("metrics/data.json").read_text())
+    assert report["dropped"]["train"] == 1
+    assert report["dropped_because"] == {"answers.answer_start": 1}
+
+
+def test_a_failed_run_keeps_the_previous_complete_output(project):
+    prepare.main()
+    before = Path("data/prepared/train.jsonl").read_text()
+    set_params(project, splits={"train": "train[:2]", "validation": "train[2:]", "test": "validation[:9]"})
+    with pytest.raises(SystemExit):
+        prepare.main()
+    assert Path("data/prepared/train.jsonl").read_text() == before
+    assert sorted(p.name for p in Path("data").iterdir()) == ["prepared"]
+
+
+def test_hub_id_offline_fails_fast_with_a_hint(project, capsys, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    set_params(project, source="squad")
+    with pytest.raises(SystemExit):
+        prepare.main()
+    err = capsys.readouterr().err
+    assert "data.source = 'squad' needs the Hugging Face Hub" in err
+    assert "point data.source at a folder" in err

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from stages import score
+
+
+def run(capsys, *args):
+    score.main(list(map(str, args)))
+    return json.loads(capsys.readouterr().out)
+
+
+def test_scores_every_question_and_counts_missing_ones(capsys, write_json, small_squad):
+    dataset = write_json("dev.json", small_squad)
+    predictions = write_json("pred.json", {"q1": "london", "q2": "in 1815", "unknown": "ignored"})
+    result = run(capsys, dataset, predictions)
+    assert result["questions"] == 3
+    assert result["missing_predictions"] == 1
+    # q1 exact (100), q2 F1 = 2/3 ("in 1815" vs "1815"), q3 missing (0)
+    assert result["exact_match"] == pytest.approx(100 / 3)
+    assert result["f1"] == pytest.approx((100 + 200 / 3) / 3)
+    assert set(result) >= {"precision", "recall", "rouge1", "rouge2", "rougeL", "rougeLsum"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ("[\"London\"]", "expected a JSON object mapping question id to answer text"),
+])
+def test_bad_predictions_file(capsys, tmp_path, write_json, small_squad, content, message):
+    dataset = write_json("dev.json", small_squad)
+    (tmp_path / "pred.json").write_text(content)
+    with pytest.raises(SystemExit) as e:
+        score.main([str(dataset), str(tmp_path / "pred.json")])
+    assert e.value.code == 1
+    assert message in capsys.readouterr().err

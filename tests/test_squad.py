@@ -1,0 +1,105 @@
+import json
+
+import pytest
+
+from stages import squad
+from stages.errors import InputError
+
+
+def test_nested_json_is_flattened_to_squad_rows(tmp_path, write_json, small_squad):
+    write_json("train.json", small_squad)
+    rows, origin = squad.load_split(str(tmp_path), "train")
+    assert origin == str(tmp_path / "train.json")
+    assert rows.column_names == ["id", "title", "context", "question", "answers"]
+    assert rows["id"] == ["q1", "q2", "q3"]
+    assert rows[1]["answers"] == {"text": ["1815"], "answer_start": [35]}
+    assert rows[2]["title"] == "Article 1"
+
+
+@pytest.mark.parametrize("spec, ids", [
+    ("train[:2]", ["q1", "q2"]),
+    ("train[1:]", ["q2", "q3"]),
+    ("train[-1:]", ["q3"]),
+    ("train[:34%]", ["q1"]),
+])
+def test_slices_follow_hugging_face_syntax(tmp_path, write_json, small_squad, spec, ids):
+    write_json("train.json", small_squad)
+    assert squad.load_split(str(tmp_path), spec)[0]["id"] == ids
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("train[:4]", "asks for row 4, but .* has only 3 rows"),
+    ("train[2:1]", "selects no rows"),
+    ("train[:x]", "not of the form"),
+])
+def test_bad_slices_are_errors_not_silent_shrinks(tmp_path, write_json, small_squad, spec, message):
+    write_json("train.json", small_squad)
+    with pytest.raises(InputError, match=message):
+        squad.load_split(str(tmp_path), spec)
+
+
+def test_flat_jsonl_and_parquet_read_the_same_as_nested_json(tmp_path, write_json, small_squad):
+    write_json("train.json", small_squad)
+    nested, _ = squad.load_split(str(tmp_path), "train")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    nested.to_json(flat / "train.jsonl", lines=True)
+    nested.to_parquet(flat / "validation.parquet")
+    assert squad.load_split(str(flat), "train")[0].to_list() == nested.to_list()
+    assert squad.load_split(str(flat), "validation")[0].to_list() == nested.to_list()
+
+
+def test_truncated_json_names_the_file(tmp_path, small_squad):
+    (tmp_path / "train.json").write_text(json.dumps(small_squad)[:-30])
+    with pytest.raises(InputError, match=r"train\.json: cannot be read as SQuAD v1\.1 JSON"):
+        squad.load_split(str(tmp_path), "train")
+
+
+def test_json_without_squad_structure_is_rejected(tmp_path, write_json):
+    write_json("train.json", {"data": [{"title": "x", "text": "no paragraphs"}]})
+    with pytest.raises(InputError, match="expected SQuAD v1.1 JSON"):
+        squad.load_split(str(tmp_path), "train")
+
+
+def test_flat_records_missing_a_field_name_it(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "a", "context": "c", "answers": {}}) + "\n")
+    with pytest.raises(InputError, match="no field question"):
+        squad.load_split(str(tmp_path), "train")
+
+
+def test_missing_and_ambiguous_split_files(tmp_path, write_json, small_squad):
+    with pytest.raises(InputError, match="no test.json, test.jsonl or test.parquet"):
+        squad.load_split(str(tmp_path), "test")
+    write_json("train.json", small_squad)
+    write_json("train.jsonl", {})
+    with pytest.raises(InputError, match="ambiguous"):
+        squad.load_split(str(tmp_path), "train")
+
+
+def test_a_path_that_does_not_exist_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(InputError, match="no such folder"):
+        squad.load_split(str(tmp_path / "nope"), "train")
+
+
+def row(**changes):
+    base = {"id": "q1", "title": "", "context": "Ada was born in 1815.", "question": "When?",
+            "answers": {"text": ["1815"], "answer_start": [16]}}
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"context": "  "}, "context: missing or empty"),
+    ({"question": None}, "question: missing or empty"),
+    ({"answers": {"text": [], "answer_start": []}}, "answers: none given"),
+    ({"answers": {"text": ["1815"], "answer_start": [15]}}, "answers.answer_start: '1815' is not at 15"),
+    ({"answers": {"text": ["1815", "Ada"], "answer_start": [16]}}, "answers: text and answer_start differ"),
+    ({"id": None}, "id: missing"),
+])
+def test_problem_names_the_field(changes, reason):
+    found = squad.problem(row(**changes))
+    assert found == reason if reason is None else found.startswith(reason)
+
+
+def test_model_input_format():
+    assert squad.model_input("Who?", "Ada.") == "question: Who? context: Ada."
