@@ -1,0 +1,30 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generator_reproduces_the_bundled_files(tmp_path):
+    subprocess.run([sys.executable, "-m", "stages.synthetic", "--out", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    for name in ["train.json", "validation.json"]:
+        assert (tmp_path / name).read_bytes() == (ROOT / "data" / "raw" / name).read_bytes()
+
+
+def test_answers_are_exact_spans_among_distractors_of_their_type():
+    data = json.loads((ROOT / "data" / "raw" / "validation.json").read_text())
+    questions = 0
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            years = {w.strip(".,()") for w in context.split() if w.strip(".,()").isdigit() and len(w.strip(".,()")) == 4}
+            assert len(years) >= 3  # every paragraph holds several dates
+            for qa in paragraph["qas"]:
+                questions += 1
+                assert len(qa["answers"]) >= 2  # several annotators, as in SQuAD's dev set
+                for answer in qa["answers"]:
+                    start = answer["answer_start"]
+                    assert context[start:start + len(answer["text"])] == answer["text"]
+    assert questions >= 1000
