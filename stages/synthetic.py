@@ -21,6 +21,8 @@ SYLLABLES = ["ka", "lo", "ren", "ta", "mi", "vor", "el", "dan", "su", "bri", "th
 PLACE_ENDINGS = ["ia", "burg", "ford", "holm", "stad", "mouth", "vale", "port"]
 COMPANY_KINDS = ["Works", "Foundry", "Trading Company", "Mills", "Press", "Shipyard"]
 PROFESSIONS = ["an engineer", "a painter", "a chemist", "an architect", "a composer", "a merchant", "a botanist"]
+MAX_BODY_SENTENCES = 3  # after the intro; paragraphs with fewer distractors let a small model learn to copy first
+QUESTIONS_PER_PARAGRAPH = 4
 RIVERS = ["Ossa", "Venn", "Tarl", "Mira", "Koru", "Elbe", "Sorn", "Ithe"]
 
 
@@ -28,16 +30,32 @@ def word(rng, syllables=(2, 3)):
     return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(*syllables))).capitalize()
 
 
+def pool(rng, make, n):
+    """n distinct invented words. Names come from fixed pools, as real names come from a language:
+    the test split asks about new combinations of known words, in new paragraphs."""
+    words = set()
+    while len(words) < n:
+        words.add(make(rng))
+    return sorted(words)
+
+
+_pools = random.Random(1234)
+FIRST_NAMES = pool(_pools, word, 300)
+LAST_NAMES = pool(_pools, word, 300)
+PLACES = pool(_pools, lambda rng: word(rng, (1, 2)) + rng.choice(PLACE_ENDINGS), 300)
+COMPANY_NAMES = pool(_pools, word, 150)
+
+
 def person(rng):
-    return f"{word(rng)} {word(rng)}"
+    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
 
 
 def place(rng):
-    return word(rng, (1, 2)) + rng.choice(PLACE_ENDINGS)
+    return rng.choice(PLACES)
 
 
 def company(rng):
-    return f"{word(rng)} {rng.choice(COMPANY_KINDS)}"
+    return f"{rng.choice(COMPANY_NAMES)} {rng.choice(COMPANY_KINDS)}"
 
 
 def distinct(rng, make, n):
@@ -62,8 +80,7 @@ def person_topic(rng):
     teacher, rival = distinct(rng, person, 2)
     employer, own_company = distinct(rng, company, 2)
     he = rng.choice([("he", "his", "He", "His"), ("she", "her", "She", "Her")])
-    job = rng.choice(PROFESSIONS)
-    facts = dict(name=person(rng), job=job, work=job.split()[1], born=str(born), birthplace=birthplace,
+    facts = dict(name=person(rng), job=rng.choice(PROFESSIONS), born=str(born), birthplace=birthplace,
                  moved=str(moved), new_home=new_home, founded=str(founded), teacher=teacher,
                  rival=rival, employer=employer, own_company=own_company)
     intro = [
@@ -72,25 +89,25 @@ def person_topic(rng):
         "Born in {birthplace} in {born}, {name} became {job}.",
     ]
     body = [
-        f"{he[2]} studied under {{teacher}} and later worked for {{employer}}.",
-        f"As a young {{work}}, {he[0]} was taught by {{teacher}} before joining {{employer}}.",
+        f"{he[3]} teacher was {{teacher}}, and later {he[0]} worked for {{employer}}.",
+        f"{he[2]} worked for {{employer}} after years with {he[1]} teacher {{teacher}}.",
         f"In {{moved}} {he[0]} moved to {{new_home}}.",
-        f"{he[2]} settled in {{new_home}} in {{moved}}.",
+        f"{he[2]} moved to {{new_home}} in {{moved}}.",
         f"{he[2]} founded {{own_company}} in {{founded}}.",
-        f"In {{founded}} {he[0]} established {{own_company}}.",
+        f"In {{founded}} {he[0]} founded {{own_company}}.",
         f"{he[3]} great rival was {{rival}}.",
-        f"{he[2]} competed for decades with {{rival}}.",
+        f"For decades {he[1]} rival was {{rival}}.",
     ]
     questions = [
         ("born", ["When was {name} born?", "In what year was {name} born?", "{name} was born in which year?"]),
-        ("birthplace", ["Where was {name} born?", "In which town was {name} born?", "What is the birthplace of {name}?"]),
-        ("moved", ["When did {name} move to {new_home}?", "In what year did {name} settle in {new_home}?"]),
-        ("new_home", ["Where did {name} move in {moved}?", "In which town did {name} settle?"]),
-        ("founded", ["When did {name} found {own_company}?", "In what year was {own_company} established?"]),
-        ("own_company", ["Which company did {name} found?", "What did {name} establish in {founded}?"]),
-        ("employer", ["Who did {name} work for?", "Which company employed {name}?"]),
-        ("teacher", ["Who taught {name}?", "Under whom did {name} study?", "Who was the teacher of {name}?"]),
-        ("rival", ["Who was the rival of {name}?", "With whom did {name} compete?"]),
+        ("birthplace", ["Where was {name} born?", "In which town was {name} born?", "What town was {name} born in?"]),
+        ("moved", ["When did {name} move to {new_home}?", "In what year did {name} move to {new_home}?"]),
+        ("new_home", ["Where did {name} move in {moved}?", "To which town did {name} move?"]),
+        ("founded", ["When did {name} found {own_company}?", "In what year did {name} found {own_company}?"]),
+        ("own_company", ["Which company did {name} found?", "What did {name} found in {founded}?"]),
+        ("employer", ["Who did {name} work for?", "For which company did {name} work?"]),
+        ("teacher", ["Who was the teacher of {name}?", "Who was {name}'s teacher?"]),
+        ("rival", ["Who was the rival of {name}?", "Who was {name}'s great rival?"]),
     ]
     return facts, intro, pair_up(rng, body), questions
 
@@ -105,27 +122,27 @@ def town_topic(rng):
                  population=f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}")
     intro = [
         "{name} is a town on the {river} river, founded in {founded} by {founder}.",
-        "{name} was founded by {founder} in {founded} on the banks of the {river}.",
+        "{name} was founded by {founder} in {founded} on the banks of the {river} river.",
     ]
     body = [
         "A great fire destroyed its old quarter in {fire}.",
-        "In {fire} most of the town burned down.",
+        "In {fire} a fire burned most of the town.",
         "Its first stone bridge was built in {bridge}.",
-        "The bridge over the {river} dates from {bridge}.",
+        "The bridge over the {river} was built in {bridge}.",
         "Today {name} has a population of {population} and its mayor is {mayor}.",
-        "Its mayor, {mayor}, governs {population} inhabitants.",
-        "The road to {neighbour} follows the {other_river} valley.",
-        "{neighbour}, its neighbour, lies on the {other_river}.",
+        "Its mayor, {mayor}, governs a population of {population}.",
+        "Its neighbour {neighbour} lies on the {other_river} river.",
+        "The neighbouring town of {neighbour} lies on the {other_river} river.",
     ]
     questions = [
         ("founded", ["When was {name} founded?", "In what year was {name} founded?"]),
         ("founder", ["Who founded {name}?", "By whom was {name} founded?"]),
-        ("fire", ["When did a fire destroy {name}?", "In which year did {name} burn?"]),
+        ("fire", ["When did a fire destroy {name}?", "In which year did a fire burn {name}?"]),
         ("bridge", ["When was the bridge of {name} built?", "In what year was the first bridge of {name} built?"]),
-        ("mayor", ["Who is the mayor of {name}?", "Who governs {name}?"]),
-        ("population", ["What is the population of {name}?", "How many people live in {name}?"]),
+        ("mayor", ["Who is the mayor of {name}?", "Who is {name}'s mayor?"]),
+        ("population", ["What is the population of {name}?", "How large is the population of {name}?"]),
         ("river", ["On which river is {name}?", "What river flows through {name}?"]),
-        ("neighbour", ["Which town neighbours {name}?", "What is the neighbour of {name}?"]),
+        ("neighbour", ["Which town is the neighbour of {name}?", "What is the neighbouring town of {name}?"]),
     ]
     return facts, intro, pair_up(rng, body), questions
 
@@ -139,34 +156,35 @@ def company_topic(rng):
                  staff=f"{rng.randint(2, 95)},{rng.randint(0, 999):03d}")
     intro = [
         "{name} was founded in {founded} by {founder} in {seat}.",
-        "{founder} started {name} in {seat} in {founded}.",
+        "{founder} founded {name} in {seat} in {founded}.",
     ]
     body = [
         "Its largest factory stood in {factory}.",
-        "Most of its goods were made in {factory}.",
-        "The company went public in {listed}, when {chairman} was its chairman.",
-        "{chairman} led the board when its shares were listed in {listed}.",
+        "Its main factory was in {factory}.",
+        "Its shares were listed in {listed}, when {chairman} was its chairman.",
+        "{chairman} was chairman when its shares were listed in {listed}.",
         "At its peak it employed {staff} workers.",
-        "Its staff grew to {staff} people.",
+        "Its staff grew to {staff} workers.",
         "It closed in {closed}.",
-        "The last works shut down in {closed}.",
+        "The company closed in {closed}.",
     ]
     questions = [
-        ("founded", ["When was {name} founded?", "In what year did {founder} start {name}?"]),
-        ("founder", ["Who founded {name}?", "Who started {name}?"]),
-        ("seat", ["Where was {name} founded?", "In which town did {name} begin?"]),
-        ("factory", ["Where was the largest factory of {name}?", "Where were the goods of {name} made?"]),
-        ("listed", ["When did {name} go public?", "In what year were the shares of {name} listed?"]),
-        ("chairman", ["Who was the chairman of {name}?", "Who led the board of {name}?"]),
-        ("closed", ["When did {name} close?", "In what year did {name} shut down?"]),
-        ("staff", ["How many workers did {name} employ?", "How large was the staff of {name}?"]),
+        ("founded", ["When was {name} founded?", "In what year did {founder} found {name}?"]),
+        ("founder", ["Who founded {name}?", "By whom was {name} founded?"]),
+        ("seat", ["Where was {name} founded?", "In which town was {name} founded?"]),
+        ("factory", ["Where was the largest factory of {name}?", "Where was the main factory of {name}?"]),
+        ("listed", ["When were the shares of {name} listed?", "In what year were the shares of {name} listed?"]),
+        ("chairman", ["Who was the chairman of {name}?", "Who was chairman of {name} when its shares were listed?"]),
+        ("closed", ["When did {name} close?", "In what year did {name} close?"]),
+        ("staff", ["How many workers did {name} employ?", "How many workers did {name} have?"]),
     ]
     return facts, intro, pair_up(rng, body), questions
 
 
 def pair_up(rng, body):
-    """Body sentences come in pairs of phrasings of the same facts: keep one of each pair."""
-    return [rng.choice(body[i:i + 2]) for i in range(0, len(body), 2)]
+    """Body sentences come in pairs of phrasings of the same facts: keep one of each of a few pairs."""
+    pairs = rng.sample(range(0, len(body), 2), rng.randint(0, MAX_BODY_SENTENCES))
+    return [rng.choice(body[i:i + 2]) for i in pairs]
 
 
 def render(template, facts, offset):
@@ -190,8 +208,12 @@ def paragraph(rng, paragraph_id):
         for slot, start in slots.items():
             where.setdefault(slot, start)
         context += text
+    # ask only about facts the paragraph states, in words it uses
+    answerable = [(slot, [q for q in phrasings if all(name in where for _, name, _, _ in string.Formatter().parse(q) if name)])
+                  for slot, phrasings in questions if slot in where]
+    answerable = [(slot, phrasings) for slot, phrasings in answerable if phrasings]
     qas = []
-    for n, (slot, phrasings) in enumerate(rng.sample(questions, 5)):
+    for n, (slot, phrasings) in enumerate(rng.sample(answerable, min(QUESTIONS_PER_PARAGRAPH, len(answerable)))):
         answer = facts[slot]
         answers = [{"text": answer, "answer_start": where[slot]}]
         assert context[where[slot]:where[slot] + len(answer)] == answer
@@ -236,7 +258,7 @@ def main():
     for split, n, several in [("train", args.train_paragraphs, False), ("validation", args.validation_paragraphs, True)]:
         data = squad_json(rng, n, split, several)
         (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
-        print(f"{out / f'{split}.json'}: {n} paragraphs, {5 * n} questions")
+        print(f"{out / f'{split}.json'}: {n} paragraphs, {sum(len(a['paragraphs'][0]['qas']) for a in data['data'])} questions")
 
 
 if __name__ == "__main__":
