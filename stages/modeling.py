@@ -2,7 +2,8 @@
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration, T5TokenizerFast
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
+                          T5ForConditionalGeneration)
 
 from stages import hub
 from stages.errors import InputError
@@ -16,10 +17,11 @@ def is_scratch(model_params):
 
 
 def train_tokenizer(texts, vocab_size):
-    """A SentencePiece-style BPE tokenizer (words marked with ▁, punctuation split off) wrapped as a T5 tokenizer.
+    """A SentencePiece-style BPE tokenizer (words marked with ▁, punctuation split off), T5's special ids.
 
     BPE, not Unigram: on this project's templated data the Unigram trainer split the most frequent
-    words into letters ("▁w as"), doubling input lengths (README, "Tokenizer").
+    words into letters ("▁w as"), doubling input lengths (README, "Tokenizer"). Saved as a generic
+    fast tokenizer, since transformers 5's T5Tokenizer only rebuilds Unigram vocabularies.
     """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFKC()
@@ -28,8 +30,8 @@ def train_tokenizer(texts, vocab_size):
     tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                                              show_progress=False))
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
 
 
 def load_tokenizer(name):
@@ -47,6 +49,7 @@ def build_model(model_params, tokenizer):
     config = T5Config(vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
                       d_kv=size["d_model"] // size["num_heads"], num_heads=size["num_heads"],
                       num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
+                      dropout_rate=size["dropout"],
                       # transformers 5 leaves these unset on a bare T5Config
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     return T5ForConditionalGeneration(config)

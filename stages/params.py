@@ -33,6 +33,7 @@ SCHEMA = {
     "model.scratch.d_ff": (int, positive, "an integer > 0"),
     "model.scratch.num_layers": (int, positive, "an integer > 0"),
     "model.scratch.num_heads": (int, positive, "an integer > 0"),
+    "model.scratch.dropout": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "tokenize.max_source_length": (int, lambda v: v >= 8, "an integer >= 8"),
     "tokenize.max_target_length": (int, lambda v: v >= 2, "an integer >= 2"),
     "train.lr": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),

@@ -14,6 +14,7 @@ import argparse
 import json
 import random
 import string
+from collections import Counter
 from pathlib import Path
 
 SYLLABLES = ["ka", "lo", "ren", "ta", "mi", "vor", "el", "dan", "su", "bri", "tho", "nel", "gar", "is",
@@ -21,8 +22,16 @@ SYLLABLES = ["ka", "lo", "ren", "ta", "mi", "vor", "el", "dan", "su", "bri", "th
 PLACE_ENDINGS = ["ia", "burg", "ford", "holm", "stad", "mouth", "vale", "port"]
 COMPANY_KINDS = ["Works", "Foundry", "Trading Company", "Mills", "Press", "Shipyard"]
 PROFESSIONS = ["an engineer", "a painter", "a chemist", "an architect", "a composer", "a merchant", "a botanist"]
-MAX_BODY_SENTENCES = 3  # after the intro; paragraphs with fewer distractors let a small model learn to copy first
+BODY_SENTENCES = (1, 4)  # facts after the intro; fewer distractors in some paragraphs help a small model learn to copy
 QUESTIONS_PER_PARAGRAPH = 4
+SLOT_TYPE = {
+    **dict.fromkeys(["born", "moved", "founded", "fire", "bridge", "listed", "closed"], "year"),
+    **dict.fromkeys(["birthplace", "new_home", "seat", "factory", "neighbour"], "place"),
+    **dict.fromkeys(["teacher", "rival", "founder", "mayor", "chairman"], "person"),
+    **dict.fromkeys(["employer", "own_company"], "company"),
+    **dict.fromkeys(["river", "other_river"], "river"),
+    **dict.fromkeys(["population", "staff"], "number"),
+}
 RIVERS = ["Ossa", "Venn", "Tarl", "Mira", "Koru", "Elbe", "Sorn", "Ithe"]
 
 
@@ -40,10 +49,12 @@ def pool(rng, make, n):
 
 
 _pools = random.Random(1234)
-FIRST_NAMES = pool(_pools, word, 300)
-LAST_NAMES = pool(_pools, word, 300)
-PLACES = pool(_pools, lambda rng: word(rng, (1, 2)) + rng.choice(PLACE_ENDINGS), 300)
-COMPANY_NAMES = pool(_pools, word, 150)
+# small pools: each name is seen often enough for a small model to learn to copy it (300 per pool
+# left a 1.2M-parameter T5 at EM 5 where 60 reached EM 47 in the same number of steps)
+FIRST_NAMES = pool(_pools, word, 60)
+LAST_NAMES = pool(_pools, word, 60)
+PLACES = pool(_pools, lambda rng: word(rng, (1, 2)) + rng.choice(PLACE_ENDINGS), 60)
+COMPANY_NAMES = pool(_pools, word, 40)
 
 
 def person(rng):
@@ -83,12 +94,10 @@ def person_topic(rng):
     facts = dict(name=person(rng), job=rng.choice(PROFESSIONS), born=str(born), birthplace=birthplace,
                  moved=str(moved), new_home=new_home, founded=str(founded), teacher=teacher,
                  rival=rival, employer=employer, own_company=own_company)
-    intro = [
-        "{name} was {job} born in {birthplace} in {born}.",
-        "{name} (born {born} in {birthplace}) was {job}.",
-        "Born in {birthplace} in {born}, {name} became {job}.",
-    ]
+    intro = ["{name} was {job}.", "{name} worked as {job}."]
     body = [
+        f"{he[2]} was born in {{birthplace}} in {{born}}.",
+        f"{he[2]} was born in {{born}} in {{birthplace}}.",
         f"{he[3]} teacher was {{teacher}}, and later {he[0]} worked for {{employer}}.",
         f"{he[2]} worked for {{employer}} after years with {he[1]} teacher {{teacher}}.",
         f"In {{moved}} {he[0]} moved to {{new_home}}.",
@@ -120,11 +129,10 @@ def town_topic(rng):
     facts = dict(name=name, founded=str(founded), fire=str(fire), bridge=str(bridge), founder=founder,
                  mayor=mayor, neighbour=neighbour, river=river, other_river=other_river,
                  population=f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}")
-    intro = [
-        "{name} is a town on the {river} river, founded in {founded} by {founder}.",
-        "{name} was founded by {founder} in {founded} on the banks of the {river} river.",
-    ]
+    intro = ["{name} is an old town on the {river} river.", "{name} is a town on the banks of the {river} river."]
     body = [
+        "It was founded in {founded} by {founder}.",
+        "It was founded by {founder} in {founded}.",
         "A great fire destroyed its old quarter in {fire}.",
         "In {fire} a fire burned most of the town.",
         "Its first stone bridge was built in {bridge}.",
@@ -151,14 +159,13 @@ def company_topic(rng):
     founded, listed, closed = years(rng, 3, 1750, 2000)
     founder, chairman = distinct(rng, person, 2)
     seat, factory = distinct(rng, place, 2)
-    facts = dict(name=company(rng), founded=str(founded), listed=str(listed), closed=str(closed),
+    facts = dict(name=company(rng), kind=rng.choice(["a large", "a small", "a family"]), founded=str(founded), listed=str(listed), closed=str(closed),
                  founder=founder, chairman=chairman, seat=seat, factory=factory,
                  staff=f"{rng.randint(2, 95)},{rng.randint(0, 999):03d}")
-    intro = [
-        "{name} was founded in {founded} by {founder} in {seat}.",
-        "{founder} founded {name} in {seat} in {founded}.",
-    ]
+    intro = ["{name} was {kind} company.", "{name} was once {kind} company."]
     body = [
+        "It was founded in {founded} by {founder} in {seat}.",
+        "{founder} founded it in {seat} in {founded}.",
         "Its largest factory stood in {factory}.",
         "Its main factory was in {factory}.",
         "Its shares were listed in {listed}, when {chairman} was its chairman.",
@@ -183,7 +190,7 @@ def company_topic(rng):
 
 def pair_up(rng, body):
     """Body sentences come in pairs of phrasings of the same facts: keep one of each of a few pairs."""
-    pairs = rng.sample(range(0, len(body), 2), rng.randint(0, MAX_BODY_SENTENCES))
+    pairs = rng.sample(range(0, len(body), 2), rng.randint(*BODY_SENTENCES))
     return [rng.choice(body[i:i + 2]) for i in pairs]
 
 
@@ -198,7 +205,7 @@ def render(template, facts, offset):
     return text, where
 
 
-def paragraph(rng, paragraph_id):
+def paragraph(rng, paragraph_id, distracted_only):
     facts, intro, body, questions = rng.choice([person_topic, town_topic, company_topic])(rng)
     rng.shuffle(body)
     context, where = "", {}
@@ -212,6 +219,9 @@ def paragraph(rng, paragraph_id):
     answerable = [(slot, [q for q in phrasings if all(name in where for _, name, _, _ in string.Formatter().parse(q) if name)])
                   for slot, phrasings in questions if slot in where]
     answerable = [(slot, phrasings) for slot, phrasings in answerable if phrasings]
+    if distracted_only:  # only questions whose answer has a rival of its type in the paragraph
+        present = Counter(SLOT_TYPE.get(slot) for slot in where)
+        answerable = [(slot, phrasings) for slot, phrasings in answerable if present[SLOT_TYPE[slot]] > 1]
     qas = []
     for n, (slot, phrasings) in enumerate(rng.sample(answerable, min(QUESTIONS_PER_PARAGRAPH, len(answerable)))):
         answer = facts[slot]
@@ -228,7 +238,7 @@ def with_annotator_answers(rng, qas):
         gold = qa["answers"][0]
         extra = [dict(gold) for _ in range(rng.randint(1, 2))]
         words = gold["text"].split()
-        if len(words) > 1 and rng.random() < 0.5:  # e.g. "Pinter" for "Dalo Pinter"
+        if len(words) == 2 and words[-1] not in COMPANY_KINDS and rng.random() < 0.5:  # "Pinter" for "Dalo Pinter"
             last = words[-1]
             extra.append({"text": last, "answer_start": gold["answer_start"] + len(gold["text"]) - len(last)})
         qa["answers"] += extra
@@ -236,9 +246,12 @@ def with_annotator_answers(rng, qas):
 
 
 def squad_json(rng, n_paragraphs, split, several_answers):
+    """Train paragraphs ask about any fact; validation (hence test) ones only about facts with distractors."""
     articles = []
     for p in range(n_paragraphs):
-        title, para = paragraph(rng, f"{split}-{p:05d}")
+        title, para = paragraph(rng, f"{split}-{p:05d}", distracted_only=several_answers)
+        if not para["qas"]:
+            continue
         if several_answers:
             with_annotator_answers(rng, para["qas"])
         articles.append({"title": title, "paragraphs": [para]})
@@ -248,8 +261,8 @@ def squad_json(rng, n_paragraphs, split, several_answers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/raw", help="folder for train.json and validation.json")
-    parser.add_argument("--train-paragraphs", type=int, default=3000)
-    parser.add_argument("--validation-paragraphs", type=int, default=400)
+    parser.add_argument("--train-paragraphs", type=int, default=7000)
+    parser.add_argument("--validation-paragraphs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -258,7 +271,7 @@ def main():
     for split, n, several in [("train", args.train_paragraphs, False), ("validation", args.validation_paragraphs, True)]:
         data = squad_json(rng, n, split, several)
         (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
-        print(f"{out / f'{split}.json'}: {n} paragraphs, {sum(len(a['paragraphs'][0]['qas']) for a in data['data'])} questions")
+        print(f"{out / f'{split}.json'}: {len(data['data'])} paragraphs, {sum(len(a['paragraphs'][0]['qas']) for a in data['data'])} questions")
 
 
 if __name__ == "__main__":

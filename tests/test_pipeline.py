@@ -17,7 +17,7 @@ PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", "data/raw", "data/.gitigno
                  ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 TINY = {
     "data": {"splits": {"train": "train[:400]", "validation": "train[400:480]", "test": "validation[:60]"}},
-    "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2}},
+    "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}},
     "train": {"epochs": 1, "batch_size": 16},
     "evaluate": {"max_new_tokens": 8},
 }
