@@ -37,6 +37,7 @@ def main(argv=None):
     rows = squad.read_file(args.dataset)
     golds = {}
     for row in rows:
+        # like the official script, score against answer texts; only a missing id or text is fatal
         if (why := squad.problem(row)) and why.startswith(("id", "answers:", "answers.text")):
             raise InputError(f"{args.dataset}: id {row['id']!r}: {why}")
         golds[row["id"]] = row["answers"]["text"]

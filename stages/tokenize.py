@@ -22,21 +22,21 @@ def encode(batch, tokenizer, max_source_length, max_target_length):
     sources = [squad.model_input(q, c) for q, c in zip(batch["question"], batch["context"])]
     targets = [answers["text"][0] for answers in batch["answers"]]
     inputs = tokenizer(sources, max_length=max_source_length, truncation=True, return_offsets_mapping=True)
-    labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True)
-    full_source = tokenizer(sources)["input_ids"]
-    full_target = tokenizer(text_target=targets)["input_ids"]
-    # where the answer ends in the source text, against the last character the truncated input kept
+    labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True,
+                       return_offsets_mapping=True)
+    # the last character each truncated encoding kept tells what truncation cut, without a second pass
+    source_kept = [max(end for _, end in offsets) for offsets in inputs["offset_mapping"]]
+    target_kept = [max(end for _, end in offsets) for offsets in labels["offset_mapping"]]
     answer_end = [len(squad.model_input(q, "")) + a["answer_start"][0] + len(a["text"][0])
                   for q, a in zip(batch["question"], batch["answers"])]
-    kept_end = [max(end for _, end in offsets) for offsets in inputs["offset_mapping"]]
     return {
         "id": batch["id"],
         "input_ids": inputs["input_ids"],
         "attention_mask": inputs["attention_mask"],
         "labels": labels["input_ids"],
-        "source_truncated": [len(f) > max_source_length for f in full_source],
-        "answer_cut": [a > k for a, k in zip(answer_end, kept_end)],
-        "target_truncated": [len(f) > max_target_length for f in full_target],
+        "source_truncated": [kept < len(s.rstrip()) for kept, s in zip(source_kept, sources)],
+        "answer_cut": [end > kept for end, kept in zip(answer_end, source_kept)],
+        "target_truncated": [kept < len(t.rstrip()) for kept, t in zip(target_kept, targets)],
     }
 
 
