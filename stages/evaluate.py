@@ -1,15 +1,17 @@
 """Stage 4: answer every test question with the trained model and score the answers.
 
-Reads params evaluate.*; writes metrics/eval.json (SQuAD EM / F1 / precision / recall and ROUGE,
-0-100, max over gold answers) and data/predictions/test.jsonl (one row per question).
+Reads params evaluate.* and train.report_to (W&B logging); writes metrics/eval.json (SQuAD EM / F1 / precision / recall and ROUGE,
+0-100, max over gold answers), data/predictions/test.jsonl (one row per question) and, for error
+analysis, EM and F1 by question word and by answer length under metrics/breakdown/.
 """
 
+from collections import defaultdict
 from pathlib import Path
 
 import datasets
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from stages import metrics, modeling, params
+from stages import metrics, modeling, params, tracking
 from stages.errors import cli
 from stages.outputs import write_json, write_jsonl
 
@@ -18,11 +20,35 @@ TEST_INPUTS = Path("data/tokenized/test")
 MODEL = Path("models")
 METRICS_FILE = Path("metrics/eval.json")
 PREDICTIONS = Path("data/predictions/test.jsonl")
+BREAKDOWNS = Path("metrics/breakdown")  # error-analysis plots (dvc.yaml: plots)
+QUESTION_WORDS = ("what", "when", "where", "which", "who", "whom", "whose", "why", "how")
+
+
+def question_word(question):
+    words = question.lower().replace("?", " ").split()
+    return next((w for w in words if w in QUESTION_WORDS), "other")
+
+
+def answer_length(answers):
+    n = len(answers[0].split())
+    return "1 word" if n == 1 else f"{n} words" if n < 5 else "5+ words"
+
+
+def breakdown(rows, key, name):
+    """Mean EM and F1 per group of questions, largest group first."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return [{name: group, "f1": round(sum(r["f1"] for r in members) / len(members), 2),
+             "exact_match": round(sum(r["exact_match"] for r in members) / len(members), 2),
+             "questions": len(members)}
+            for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))]
 
 
 @cli
 def main():
-    hp = params.load()["evaluate"]
+    p = params.load()
+    hp = p["evaluate"]
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     model = AutoModelForSeq2SeqLM.from_pretrained(MODEL, use_safetensors=True).to(modeling.device())
     test = datasets.load_from_disk(str(TEST_INPUTS))
@@ -33,13 +59,20 @@ def main():
     golds = {row["id"]: row["answers"]["text"] for row in questions}
     summary, per_question = metrics.score(golds, predictions)
 
-    write_jsonl(PREDICTIONS, ({
+    rows = [{
         "id": row["id"], "question": row["question"], "answers": row["answers"]["text"],
         "prediction": predictions.get(row["id"], ""),
         "exact_match": per_question[row["id"]]["exact_match"], "f1": per_question[row["id"]]["f1"],
-    } for row in questions))
+    } for row in questions]
+    write_jsonl(PREDICTIONS, rows)
+    write_json(BREAKDOWNS / "question_word.json",
+               breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
+    write_json(BREAKDOWNS / "answer_length.json",
+               breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
     write_json(METRICS_FILE, {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
     print({k: round(v, 2) for k, v in summary.items()})
+    if "wandb" in p["train"]["report_to"]:
+        tracking.log_evaluation(summary, p)
 
 
 if __name__ == "__main__":

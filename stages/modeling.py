@@ -1,6 +1,7 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
 import torch
+from tqdm.auto import tqdm
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
                           T5ForConditionalGeneration)
@@ -49,7 +50,7 @@ def build_model(model_params, tokenizer):
     config = T5Config(vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
                       d_kv=size["d_model"] // size["num_heads"], num_heads=size["num_heads"],
                       num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
-                      dropout_rate=size["dropout"],
+                      feed_forward_proj=size["feed_forward_proj"], dropout_rate=size["dropout"],
                       # transformers 5 leaves these unset on a bare T5Config
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     return T5ForConditionalGeneration(config)
@@ -75,7 +76,7 @@ def generate(model, tokenizer, input_ids, batch_size, max_new_tokens):
     model.eval()
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
     answers = [None] * len(input_ids)
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         batch = order[start:start + batch_size]
         inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)

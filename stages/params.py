@@ -16,6 +16,10 @@ PARAMS_FILE = Path("params.yaml")
 SPLIT_SPEC = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
+FEED_FORWARD = ("relu", "gated-gelu")  # T5 v1.0's and v1.1's feed-forward blocks
+REPORTERS = {"dvclive", "wandb"}  # dvclive is required: dvc.yaml's plots come from it
+
+
 def positive(v):
     return v > 0
 
@@ -33,6 +37,7 @@ SCHEMA = {
     "model.scratch.d_ff": (int, positive, "an integer > 0"),
     "model.scratch.num_layers": (int, positive, "an integer > 0"),
     "model.scratch.num_heads": (int, positive, "an integer > 0"),
+    "model.scratch.feed_forward_proj": (str, lambda v: v in FEED_FORWARD, "relu or gated-gelu"),
     "model.scratch.dropout": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "tokenize.max_source_length": (int, lambda v: v >= 8, "an integer >= 8"),
     "tokenize.max_target_length": (int, lambda v: v >= 2, "an integer >= 2"),
@@ -41,6 +46,7 @@ SCHEMA = {
     "train.batch_size": (int, positive, "an integer > 0"),
     "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "train.report_to": (list, lambda v: "dvclive" in v and set(v) <= REPORTERS, "a list: dvclive, optionally wandb"),
     "evaluate.batch_size": (int, positive, "an integer > 0"),
     "evaluate.max_new_tokens": (int, positive, "an integer > 0"),
 }

@@ -13,7 +13,8 @@ def tokenizer():
 
 
 SCRATCH = {"name": "scratch", "scratch": {"vocab_size": 100, "d_model": 32, "d_ff": 64, "num_layers": 1,
-                                          "num_heads": 2, "dropout": 0.0}}
+                                          "num_heads": 2, "feed_forward_proj": "gated-gelu",
+                                          "dropout": 0.0}}
 
 
 def test_trained_tokenizer_has_t5_special_ids_and_round_trips(tokenizer):

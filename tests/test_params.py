@@ -27,7 +27,7 @@ def test_the_shipped_params_are_valid():
 def test_exponent_written_by_dvc_reads_as_a_float(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(DEFAULTS, path)
-    path.write_text(path.read_text().replace("lr: 1.0e-3", "lr: 3e-4"))
+    path.write_text(path.read_text().replace("lr: 7.0e-4", "lr: 3e-4"))
     assert params.load(path)["train"]["lr"] == pytest.approx(3e-4)
 
 

@@ -1,10 +1,14 @@
 """End to end: `dvc repro` of a shrunk copy of this repo, then an experiment that re-runs only train + evaluate."""
 
+import csv
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from stages.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", "data/raw", "data/.gitignore", ".dvc/config",
-                 ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+                 ".dvc/.gitignore", ".dvc/plots", ".dvcignore", ".gitignore"]
 TINY = {
     "data": {"splits": {"train": "train[:400]", "validation": "train[400:480]", "test": "validation[:60]"}},
     "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}},
@@ -31,11 +35,16 @@ def merge(into, changes):
             into[key] = value
 
 
-def sh(cwd, *cmd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def sh(cwd, *cmd, env=None):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+def commit(repo, message):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +59,7 @@ def repo(tmp_path_factory):
     merge(p, TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     sh(repo, "git", "init", "-q")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny", "--allow-empty")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny params")
+    commit(repo, "tiny params")
     return repo
 
 
@@ -73,10 +80,120 @@ def test_repro_trains_and_evaluates(repo):
 
 
 def test_changing_the_learning_rate_reruns_only_train_and_evaluate(repo):
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    commit(repo, "baseline")
     out = sh(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=3e-4")
     assert "Stage 'prepare' didn't change, skipping" in out
     assert "Stage 'tokenize' didn't change, skipping" in out
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     assert "train.lr" in sh(repo, sys.executable, "-m", "dvc", "params", "diff")
+
+
+def test_pr_report_diffs_metrics_and_params_and_flags_a_stale_lock(repo):
+    commit(repo, "lr 3e-4")  # the experiment's results, as a PR branch would commit them
+    report = sh(repo, sys.executable, str(ROOT / ".ci" / "pr-report"), "HEAD~1", "--smoke")
+    assert "| train.lr" in report and "| metrics/eval.json" in report and "exact_match" in report
+    assert "dvc.lock matches" in report and "Smoke run on a short config" in report
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params_file.write_text(original.replace("warmup_steps: 100", "warmup_steps: 50"))
+    try:
+        assert "**dvc.lock is out of date** for train" in sh(repo, sys.executable, str(ROOT / ".ci" / "pr-report"), "HEAD~1")
+    finally:
+        params_file.write_text(original)
+
+
+def test_exp_show_lists_the_projects_params_and_metrics_not_timings(repo):
+    table = sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv")
+    header = table.splitlines()[0]
+    assert "train.lr" in header and "exact_match" in header
+    assert not re.search(r"runtime|per_second|flos|output_dir|system", header), header
+
+
+def test_plots_include_training_system_and_error_analysis(repo):
+    metrics = repo / "dvclive" / "plots" / "metrics"
+    assert (metrics / "loss.tsv").exists() and (metrics / "learning_rate.tsv").exists()
+    assert list((metrics / "system").glob("cpu/*.tsv")), "DVCLive's monitor_system wrote no CPU metrics"
+    by_word = json.loads((repo / "metrics" / "breakdown" / "question_word.json").read_text())
+    assert sum(row["questions"] for row in by_word) == 60
+    assert {"question_word", "f1", "exact_match"} <= set(by_word[0])
+
+
+def test_plots_render_offline_in_a_browser(repo, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium installed (.ci/run installs Debian's chromium)")
+    sh(repo, sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in page  # .dvc/plots/offline.html inlines Vega
+    plots = re.findall(r"vegaEmbed\('#([^']+)'", page)
+    assert len(plots) >= 5 and any("question_word" in p for p in plots) and any("system" in p for p in plots)
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", (tmp_path / "plots" / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    drawn = re.findall(r'<canvas width="(\d+)" height="(\d+)"[^>]*class="marks"', dom)
+    assert len(drawn) == len(plots) and all(int(w) > 0 and int(h) > 0 for w, h in drawn)
+
+
+def test_wandb_runs_offline_and_never_writes_the_key(repo, tmp_path):
+    key = "0123456789abcdef0123456789abcdef01234567"  # a made-up 40-character key
+    env = {"WANDB_API_KEY": key, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    out = sh(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "train.report_to=[dvclive,wandb]", env=env)
+    runs = sorted((repo / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, runs  # the train run (loss, eval loss, system) and the evaluate run (EM, F1, ROUGE)
+    assert all(list(run.glob("run-*.wandb")) for run in runs)
+    assert key not in out
+    for path in repo.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_push_then_a_fresh_clone_pulls_identical_artifacts(repo):
+    commit(repo, "results")
+    sh(repo, sys.executable, "-m", "dvc", "push")  # the default remote: a folder beside the repo
+    clone = repo.parent / "clone"
+    sh(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, sys.executable, "-m", "dvc", "pull")
+    for folder in ["models", "data/prepared", "data/tokenized", "data/predictions"]:
+        files = sorted(p.relative_to(repo) for p in (repo / folder).rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(clone) for p in (clone / folder).rglob("*") if p.is_file())
+        for f in files:
+            assert (repo / f).read_bytes() == (clone / f).read_bytes(), f
+    assert "Data and pipelines are up to date" in sh(clone, sys.executable, "-m", "dvc", "status")
+
+
+def test_exp_push_carries_the_experiments_model_to_the_remote(repo):
+    origin = repo.parent / "origin.git"
+    sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "HEAD")
+    out = sh(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=2e-3")
+    name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
+    sh(repo, sys.executable, "-m", "dvc", "exp", "push", "origin", name)
+    assert name in sh(repo, "git", "ls-remote", str(origin))
+    # a fresh clone of origin gets the experiment and, from the DVC remote, its model
+    clone = repo.parent / "exp-clone"
+    sh(repo.parent, "git", "clone", "-q", str(origin), str(clone))
+    sh(clone, sys.executable, "-m", "dvc", "exp", "pull", "origin", name)
+    sh(clone, sys.executable, "-m", "dvc", "exp", "apply", name)
+    assert yaml.safe_load((clone / "params.yaml").read_text())["train"]["lr"] in (2e-3, "2e-3")
+    assert (clone / "models" / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
+
+
+def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
+    commit(repo, "before the grid")
+    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4")
+    sh(repo, sys.executable, "-m", "dvc", "queue", "start", "-j", "1")
+    deadline = time.time() + 300
+    while re.search(r"\b(Queued|Running)\b", sh(repo, sys.executable, "-m", "dvc", "queue", "status")):
+        assert time.time() < deadline, "the queue did not finish in 5 minutes"
+        time.sleep(3)
+    status = sh(repo, sys.executable, "-m", "dvc", "queue", "status")
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+    rows = list(csv.DictReader(io.StringIO(sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv"))))
+    grid = {row["train.lr"]: row for row in rows if row["train.lr"] in ("1e-4", "5e-4", "0.0001", "0.0005")}
+    assert len(grid) == 2 and all(row["exact_match"] for row in grid.values())
+    name = next(row["Experiment"] for row in rows if row["train.lr"] in ("1e-4", "0.0001") and row["Experiment"])
+    sh(repo, sys.executable, "-m", "dvc", "exp", "apply", name)
+    assert float(yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]) == 1e-4
+    sh(repo, sys.executable, "-m", "dvc", "exp", "branch", name, "lr-1e-4")
+    assert "lr-1e-4" in sh(repo, "git", "branch")

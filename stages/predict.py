@@ -1,0 +1,84 @@
+"""Answer questions with the trained model in models/ (on a GPU when there is one).
+
+    python -m stages.predict --question "Who founded Zanstad?" --context "Zanstad was founded by ..."
+    python -m stages.predict --file questions.jsonl > answers.jsonl
+
+--file reads one JSON object per line with `question` and `context` (other fields, such as id,
+are kept) and writes each back with an `answer` added, in the same order.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from stages import modeling, params, squad
+from stages.errors import InputError, cli
+
+MODEL = Path("models")
+
+
+def read_questions(path):
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}, line {n}: not JSON ({e.msg}); write one object per line") from None
+        for field in ("question", "context"):
+            if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
+                raise InputError(f"{path}, line {n}: field {field!r} must be a non-empty string")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no questions in it")
+    return rows
+
+
+def load_model(folder):
+    if not (folder / "config.json").exists():
+        raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True).to(modeling.device())
+    return model, tokenizer
+
+
+def answer(model, tokenizer, rows, max_source_length, batch_size, max_new_tokens):
+    sources = [squad.model_input(row["question"], row["context"]) for row in rows]
+    input_ids = tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]
+    return modeling.generate(model, tokenizer, input_ids, batch_size, max_new_tokens)
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--question")
+    parser.add_argument("--context")
+    parser.add_argument("--file", help="JSON lines with question and context")
+    parser.add_argument("--model", type=Path, default=MODEL, help="model folder (default: models/)")
+    args = parser.parse_args(argv)
+    if bool(args.file) == bool(args.question or args.context):
+        parser.error("give either --question and --context, or --file")
+    if not args.file and not (args.question and args.context):
+        parser.error("--question and --context go together")
+
+    rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
+    p = params.load()
+    model, tokenizer = load_model(args.model)
+    answers = answer(model, tokenizer, rows, p["tokenize"]["max_source_length"], p["evaluate"]["batch_size"],
+                     p["evaluate"]["max_new_tokens"])
+    if args.file:
+        for row, text in zip(rows, answers):
+            print(json.dumps({**row, "answer": text}, ensure_ascii=False))
+    else:
+        print(answers[0])
+
+
+if __name__ == "__main__":
+    main()

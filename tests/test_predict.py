@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from stages import modeling, predict
+from stages.errors import InputError
+
+QUESTION, CONTEXT = "When was Ada born?", "Ada was born in London in 1815."
+SIZE = {"vocab_size": 60, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2,
+        "feed_forward_proj": "gated-gelu", "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model taught one answer, saved the way the train stage saves it."""
+    text = f"question: {QUESTION} context: {CONTEXT}"
+    tokenizer = modeling.train_tokenizer([text] * 20, SIZE["vocab_size"])
+    model = modeling.build_model({"name": "scratch", "scratch": SIZE}, tokenizer)
+    batch = tokenizer([text], return_tensors="pt")
+    labels = tokenizer(text_target=["1815"], return_tensors="pt")["input_ids"]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    folder = tmp_path_factory.mktemp("models")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def in_repo_root(monkeypatch, request):
+    monkeypatch.chdir(request.config.rootpath)  # predict reads params.yaml for lengths and batch size
+
+
+def test_one_question_prints_the_answer(model_dir, capsys):
+    predict.main(["--model", str(model_dir), "--question", QUESTION, "--context", CONTEXT])
+    assert capsys.readouterr().out == "1815\n"
+
+
+def test_a_file_of_questions_is_answered_in_order_with_its_fields_kept(model_dir, tmp_path, capsys):
+    questions = tmp_path / "questions.jsonl"
+    rows = [{"id": "a", "question": QUESTION, "context": CONTEXT}, {"id": "b", "question": QUESTION, "context": CONTEXT}]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    predict.main(["--model", str(model_dir), "--file", str(questions)])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out == [{**r, "answer": "1815"} for r in rows]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question": "Who?"}\n', r"line 1: field 'context' must be a non-empty string"),
+    ('{"question": "Who?", "context": "Ada."}\n{oops\n', r"line 2: not JSON"),
+    ("\n", r"no questions in it"),
+])
+def test_bad_question_files_name_the_line(model_dir, tmp_path, content, message):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(content)
+    with pytest.raises(InputError, match=message):
+        predict.read_questions(questions)
+
+
+def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
+    with pytest.raises(InputError, match="holds no trained model: run `dvc repro` \\(or `dvc pull`\\)"):
+        predict.load_model(tmp_path)
+
+
+def test_question_and_file_are_exclusive(model_dir):
+    with pytest.raises(SystemExit):
+        predict.main(["--question", QUESTION, "--file", "q.jsonl"])
