@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import datasets
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from stages import metrics, modeling, params, tracking
 from stages.errors import cli
@@ -49,8 +48,7 @@ def breakdown(rows, key, name):
 def main():
     p = params.load()
     hp = p["evaluate"]
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
-    model = AutoModelForSeq2SeqLM.from_pretrained(MODEL, use_safetensors=True).to(modeling.device())
+    model, tokenizer = modeling.load_trained(MODEL)
     test = datasets.load_from_disk(str(TEST_INPUTS))
     questions = datasets.load_dataset("json", data_files=str(TEST_ROWS), split="train")
 

@@ -1,8 +1,8 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
 import torch
-from tqdm.auto import tqdm
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
 from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
                           T5ForConditionalGeneration)
 
@@ -64,6 +64,15 @@ def from_pretrained(cls, name, **kwargs):
         return cls.from_pretrained(folder or name, **kwargs)
     except (OSError, ValueError) as e:
         raise InputError(f"model.name = {name!r}: cannot load {cls.__name__} ({str(e).splitlines()[0]})") from None
+
+
+def load_trained(folder):
+    """The model and tokenizer the train stage saved in `folder`, on the GPU when there is one."""
+    if not (folder / "config.json").exists():
+        raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True).to(device())
+    return model, tokenizer
 
 
 def device():

@@ -11,8 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
 from stages import modeling, params, squad
 from stages.errors import InputError, cli
 
@@ -41,14 +39,6 @@ def read_questions(path):
     return rows
 
 
-def load_model(folder):
-    if not (folder / "config.json").exists():
-        raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True).to(modeling.device())
-    return model, tokenizer
-
-
 def answer(model, tokenizer, rows, max_source_length, batch_size, max_new_tokens):
     sources = [squad.model_input(row["question"], row["context"]) for row in rows]
     input_ids = tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]
@@ -70,7 +60,7 @@ def main(argv=None):
 
     rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
     p = params.load()
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = modeling.load_trained(args.model)
     answers = answer(model, tokenizer, rows, p["tokenize"]["max_source_length"], p["evaluate"]["batch_size"],
                      p["evaluate"]["max_new_tokens"])
     if args.file:

@@ -27,8 +27,8 @@ TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
 
 
 class LiveCallback(DVCLiveCallback):
-    """DVCLive logging at the Trainer's global step, without throughput timings: those differ between
-    identical runs and would show up in `dvc exp show` and `dvc metrics diff` as changes."""
+    """DVCLive logging at the Trainer's global step (not DVCLive's count of log calls), without
+    throughput timings: they are not training curves and differ between identical runs."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.live.step = state.global_step

@@ -64,7 +64,7 @@ def test_bad_question_files_name_the_line(model_dir, tmp_path, content, message)
 
 def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
     with pytest.raises(InputError, match="holds no trained model: run `dvc repro` \\(or `dvc pull`\\)"):
-        predict.load_model(tmp_path)
+        modeling.load_trained(tmp_path)
 
 
 def test_question_and_file_are_exclusive(model_dir):
