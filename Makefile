@@ -20,10 +20,9 @@ $(VENV)/.installed: requirements.txt
 VEGA_PACKAGES = vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
 .PHONY: plots-template
 plots-template:
-	rm -rf .vega && mkdir .vega && cd .vega && npm pack -q $(VEGA_PACKAGES) >/dev/null && for f in *.tgz; do tar xzf $$f && mv package $${f%.tgz}; done
+	rm -rf .vega && mkdir .vega && cd .vega && npm pack -q $(VEGA_PACKAGES) >/dev/null && for f in *.tgz; do tar xzf $$f && mv package $${f%-*}; done
 	{ echo '<!DOCTYPE html><html><head><meta charset="utf-8"><title>DVC plots</title>{refresh_tag}'; \
 	  echo '<!-- $(VEGA_PACKAGES), BSD-3-Clause (https://github.com/vega), inlined by `make plots-template` -->'; \
-	  for f in vega-5.20.2/build/vega.min.js vega-lite-5.2.0/build/vega-lite.min.js vega-embed-6.18.2/build/vega-embed.min.js; do \
-	    printf '<script>'; cat .vega/$$f; echo '</script>'; done; \
+	  for js in vega vega-lite vega-embed; do printf '<script>'; cat .vega/$$js/build/$$js.min.js; echo '</script>'; done; \
 	  echo '</head><body>{plot_divs}</body></html>'; } > .dvc/plots/offline.html
 	rm -rf .vega

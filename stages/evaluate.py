@@ -1,8 +1,8 @@
 """Stage 4: answer every test question with the trained model and score the answers.
 
-Reads params evaluate.* and train.report_to (W&B logging); writes metrics/eval.json (SQuAD EM / F1 / precision / recall and ROUGE,
-0-100, max over gold answers), data/predictions/test.jsonl (one row per question) and, for error
-analysis, EM and F1 by question word and by answer length under metrics/breakdown/.
+Reads params evaluate.* and train.report_to (W&B logging); writes metrics/eval.json (SQuAD EM / F1 /
+precision / recall and ROUGE, 0-100, max over gold answers), data/predictions/test.jsonl (one row per
+question) and, for error analysis, EM and F1 by question word and by answer length in metrics/breakdown/.
 """
 
 from collections import defaultdict
