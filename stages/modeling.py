@@ -42,7 +42,8 @@ def load_tokenizer(name):
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names."""
     if not is_scratch(model_params):
-        return from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True)
+        return from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
+                               attn_implementation="sdpa")
     size = model_params["scratch"]
     if size["d_model"] % size["num_heads"]:
         raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
@@ -52,7 +53,7 @@ def build_model(model_params, tokenizer):
                       num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
                       feed_forward_proj=size["feed_forward_proj"], dropout_rate=size["dropout"],
                       # transformers 5 leaves these unset on a bare T5Config
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, attn_implementation="sdpa")
     return T5ForConditionalGeneration(config)
 
 
@@ -67,16 +68,22 @@ def from_pretrained(cls, name, **kwargs):
 
 
 def load_trained(folder):
-    """The model and tokenizer the train stage saved in `folder`, on the GPU when there is one."""
+    """The model and tokenizer the train stage saved in `folder`: on the GPU in bf16 when there is one."""
     if not (folder / "config.json").exists():
         raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True).to(device())
-    return model, tokenizer
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa",
+                                                  dtype=torch.bfloat16 if bf16_supported() else torch.float32)
+    return model.to(device()), tokenizer
 
 
 def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported():
+    """bf16 where a GPU computes it natively; T5 must never run in fp16 (its activations overflow)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 @torch.inference_mode()

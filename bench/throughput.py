@@ -1,0 +1,217 @@
+"""Training and generation speed: this project's path against the seed notebook's setup, side by side.
+
+Both run in one process on the same random token data (SQuAD-like lengths: sources ~185 tokens, answers ~6)
+and the same model shape. The seed's setup: fp32, eager attention, inputs padded to 512 and targets to 32,
+training batch 16 with unfused AdamW, generation in batches of 32 of padded inputs. This project's: the
+train stage's Trainer settings (stages/train.py) and the evaluate stage's generation (stages/modeling.py).
+
+    python bench/throughput.py --quick   # a small T5 on the CPU, under 2 minutes
+    python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
+
+Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
+"""
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if "--quick" in sys.argv:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU measurement, on a GPU machine too (before torch loads)
+
+import torch
+from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config,
+                          T5ForConditionalGeneration, TrainerCallback)
+from transformers.utils import logging
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from stages import modeling, train
+
+SHAPES = {  # t5-small's published config; quick is the bundled default's size
+    "t5-small": dict(vocab_size=32128, d_model=512, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),
+    "quick": dict(vocab_size=4000, d_model=128, d_ff=512, num_layers=2, num_heads=8, feed_forward_proj="gated-gelu"),
+}
+SEED_SOURCE, SEED_TARGET = 512, 32  # the seed pads every example to these lengths
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense tensor-core FLOP/s
+
+
+def examples(n, vocab_size, rng):
+    """Random token ids with SQuAD-like lengths (question + context ~185 tokens, answer ~6), each ending in </s>."""
+    rows = []
+    for _ in range(n):
+        source = min(SEED_SOURCE, max(40, int(rng.gauss(185, 70))))
+        target = min(SEED_TARGET, max(2, int(rng.expovariate(1 / 5)) + 2))
+        rows.append({"input_ids": [rng.randrange(3, vocab_size) for _ in range(source - 1)] + [1],
+                     "labels": [rng.randrange(3, vocab_size) for _ in range(target - 1)] + [1]})
+    return rows
+
+
+def padded(rows):
+    """The seed's tokenization: every source padded to 512 and target to 32 (labels with -100)."""
+    return [{"input_ids": r["input_ids"] + [0] * (SEED_SOURCE - len(r["input_ids"])),
+             "attention_mask": [1] * len(r["input_ids"]) + [0] * (SEED_SOURCE - len(r["input_ids"])),
+             "labels": r["labels"] + [-100] * (SEED_TARGET - len(r["labels"]))} for r in rows]
+
+
+def new_model(shape, attention, seed):
+    torch.manual_seed(seed)
+    config = T5Config(**shape, d_kv=shape["d_model"] // shape["num_heads"], dropout_rate=0.0, pad_token_id=0,
+                      eos_token_id=1, decoder_start_token_id=0, attn_implementation=attention)
+    return T5ForConditionalGeneration(config).to(modeling.device())
+
+
+class Stopwatch(TrainerCallback):
+    """Times optimizer steps after `warmup` of them (kernel selection, allocator), then stops training."""
+
+    def __init__(self, warmup, steps):
+        self.warmup, self.steps, self.seconds = warmup, steps, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in (self.warmup, self.warmup + self.steps):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if state.global_step == self.warmup:
+                self.start = time.perf_counter()
+            else:
+                self.seconds = time.perf_counter() - self.start
+                control.should_training_stop = True
+
+
+def time_training(trainer, warmup, steps):
+    watch = Stopwatch(warmup, steps)
+    trainer.add_callback(watch)
+    reset_peak_memory()
+    trainer.train()
+    return steps * trainer.args.per_device_train_batch_size / watch.seconds, peak_memory()
+
+
+def seed_trainer(model, rows, batch_size, workdir):
+    args = Seq2SeqTrainingArguments(output_dir=str(workdir / "seed"), per_device_train_batch_size=batch_size,
+                                    learning_rate=3e-4, num_train_epochs=1, optim="adamw_torch", report_to="none",
+                                    save_strategy="no", disable_tqdm=True, seed=0)
+    return Seq2SeqTrainer(model=model, args=args, train_dataset=padded(rows))
+
+
+def project_trainer(model, rows, batch_size, tokenizer, workdir):
+    hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0)
+    args = train.training_arguments(hp, 0, workdir / "project", report_to="none", disable_tqdm=True)
+    return Seq2SeqTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+
+
+@torch.inference_mode()
+def seed_generate(model, rows, batch_size, new_tokens):
+    model.eval()
+    inputs = padded(rows)
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        ids = torch.tensor([r["input_ids"] for r in batch], device=model.device)
+        mask = torch.tensor([r["attention_mask"] for r in batch], device=model.device)
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, num_beams=1, do_sample=False)
+
+
+def time_generation(generate, model, rows, new_tokens):
+    # random weights rarely say </s>: both sides generate exactly new_tokens per example
+    model.generation_config.min_new_tokens = new_tokens
+    reset_peak_memory()
+    start = time.perf_counter()
+    generate(model, rows)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return len(rows) / (time.perf_counter() - start), peak_memory()
+
+
+def reset_peak_memory():
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory():
+    """Peak GPU memory allocated (GiB); on CPU the process's peak resident memory so far."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def training_flops(model, source, target):
+    """Forward + backward FLOPs of one example: 6 per weight per token it touches, plus attention scores."""
+    cfg = model.config
+    encoder = sum(p.numel() for p in model.encoder.block.parameters())
+    decoder = sum(p.numel() for p in model.decoder.block.parameters()) + cfg.d_model * cfg.vocab_size  # + LM head
+    inner = cfg.num_heads * cfg.d_kv
+    attention = 2 * 2 * inner * (cfg.num_layers * source**2 + cfg.num_decoder_layers * (target**2 + target * source))
+    return 6 * (encoder * source + decoder * target) + 3 * attention
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small T5 on the CPU, under 2 minutes")
+    parser.add_argument("--steps", type=int, help="timed training steps per side")
+    parser.add_argument("--batch-size", type=int, help="this project's training batch (the seed's is 16)")
+    parser.add_argument("--eval-batch-size", type=int, help="this project's generation batch (the seed's is 32)")
+    parser.add_argument("--generate", type=int, help="questions to answer per side")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available()
+    shape = SHAPES["quick" if args.quick else "t5-small"]
+    steps = args.steps or (30 if gpu else 8)
+    batch_size = args.batch_size or (256 if gpu else 32)
+    eval_batch_size = args.eval_batch_size or (256 if gpu else 64)
+    n_generate = args.generate or (2048 if gpu else 256)
+    warmup = 3
+    logging.set_verbosity_error()
+
+    rng = random.Random(0)
+    rows = examples(max(16, batch_size) * (steps + warmup + 1), shape["vocab_size"], rng)
+    test = examples(n_generate, shape["vocab_size"], rng)
+    tokenizer = modeling.train_tokenizer(["pad"], 100)  # only pads here: ids come from examples()
+    source = sum(len(r["input_ids"]) for r in rows) / len(rows)
+    target = sum(len(r["labels"]) for r in rows) / len(rows)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        workdir = Path(workdir)
+        model = new_model(shape, "eager", 0)  # the seed's transformers 4 ran T5 with eager attention
+        results["train_seed"] = time_training(seed_trainer(model, rows, 16, workdir), warmup, steps)
+        results["generate_seed"] = time_generation(
+            lambda m, r: seed_generate(m, r, 32, args.new_tokens), model, test, args.new_tokens)
+        del model
+
+        model = new_model(shape, "sdpa", 0)
+        params = model.num_parameters()
+        results["train_project"] = time_training(project_trainer(model, rows, batch_size, tokenizer, workdir),
+                                                 warmup, steps)
+        if modeling.bf16_supported():
+            model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
+        results["generate_project"] = time_generation(
+            lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
+                                           args.new_tokens), model, test, args.new_tokens)
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    peak = next((flops for name, flops in PEAK_BF16.items() if name in device), None) if gpu else None
+    flops_per_example = training_flops(model, source, target)
+    print(f"device: {device}; torch {torch.__version__}; shape {'quick' if args.quick else 't5-small'} "
+          f"({params / 1e6:.1f}M parameters); sources {source:.0f} tokens, targets {target:.1f} on average")
+    print(f"{'':22}{'examples/s':>12}{'tokens/s':>12}{'peak GiB':>10}{'MFU':>8}")
+    summary = {"device": device, "torch": torch.__version__, "shape": "quick" if args.quick else "t5-small",
+               "parameters": params}
+    for key, (speed, memory) in results.items():
+        tokens = speed * (source + target if key.startswith("train") else args.new_tokens)
+        mfu = speed * flops_per_example / peak if peak and key.startswith("train") else None
+        print(f"{key:22}{speed:12.1f}{tokens:12.0f}{memory:10.2f}{f'{mfu:.1%}' if mfu else '-':>8}")
+        summary[key] = {"examples_per_s": round(speed, 1), "tokens_per_s": round(tokens), "peak_memory_gib": round(memory, 2)}
+        if mfu:
+            summary[key]["mfu"] = round(mfu, 4)
+    summary["train_speedup"] = round(results["train_project"][0] / results["train_seed"][0], 2)
+    summary["generate_speedup"] = round(results["generate_project"][0] / results["generate_seed"][0], 2)
+    print(f"training {summary['train_speedup']}x, generation {summary['generate_speedup']}x the seed's setup")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
