@@ -2,14 +2,15 @@
 
 Reads params model.name, model.scratch.vocab_size and tokenize.*; trains the tokenizer when the model
 is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
-metrics/tokenize.json: how many inputs and answers truncation cut.
+metrics/tokenize.json: how many inputs and answers truncation cut, and how many gold answers the
+tokenizer cannot spell (encode -> decode does not give them back), hence the best reachable exact match.
 """
 
 from pathlib import Path
 
 import datasets
 
-from stages import modeling, params, squad
+from stages import metrics, modeling, params, squad
 from stages.errors import cli
 from stages.outputs import staged, write_json
 
@@ -29,6 +30,10 @@ def encode(batch, tokenizer, max_source_length, max_target_length):
     target_kept = [max(end for _, end in offsets) for offsets in labels["offset_mapping"]]
     answer_end = [len(squad.model_input(q, "")) + a["answer_start"][0] + len(a["text"][0])
                   for q, a in zip(batch["question"], batch["answers"])]
+    golds = [answers["text"] for answers in batch["answers"]]
+    spelled = iter(tokenizer.batch_decode(tokenizer(text_target=[g for gs in golds for g in gs],
+                                                    add_special_tokens=False)["input_ids"], skip_special_tokens=True))
+    spelled = [[next(spelled) for _ in gs] for gs in golds]
     return {
         "id": batch["id"],
         "input_ids": inputs["input_ids"],
@@ -37,6 +42,9 @@ def encode(batch, tokenizer, max_source_length, max_target_length):
         "source_truncated": [kept < len(s.rstrip()) for kept, s in zip(source_kept, sources)],
         "answer_cut": [end > kept for end, kept in zip(answer_end, source_kept)],
         "target_truncated": [kept < len(t.rstrip()) for kept, t in zip(target_kept, targets)],
+        "golds_not_spelled": [sum(s != g for s, g in zip(ss, gs)) for ss, gs in zip(spelled, golds)],
+        # the model can match this question exactly only if some gold survives, up to SQuAD's normalisation
+        "reachable": [any(metrics.exact_match(s, g) for s, g in zip(ss, gs)) for ss, gs in zip(spelled, golds)],
     }
 
 
@@ -64,8 +72,11 @@ def main():
             "sources_truncated": sum(enc["source_truncated"]),
             "answers_cut_from_source": sum(enc["answer_cut"]),
             "targets_truncated": sum(enc["target_truncated"]),
+            "gold_answers_not_spelled": sum(enc["golds_not_spelled"]),
+            "exact_match_ceiling": round(100 * sum(enc["reachable"]) / len(enc), 2),
         }
-        encoded[split] = enc.remove_columns(["source_truncated", "answer_cut", "target_truncated"])
+        encoded[split] = enc.remove_columns(["source_truncated", "answer_cut", "target_truncated",
+                                             "golds_not_spelled", "reachable"])
         print(f"{split}: {report[split]}")
 
     with staged(OUT) as tmp:

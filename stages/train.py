@@ -92,9 +92,10 @@ def main():
         # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
         trainer.remove_callback(DVCLiveCallback)
         monitor_gpu_only_with_nvml()
-        live = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True)
-        trainer.add_callback(LiveCallback(live=live))
-        trainer.train()
+        # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits
+        with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True) as live:
+            trainer.add_callback(LiveCallback(live=live))
+            trainer.train()
         trainer.save_model(str(tmp))  # safetensors weights, config, generation config, tokenizer
         remove(tmp / "trainer")
 

@@ -37,3 +37,16 @@ def test_truncation_is_counted_where_it_cuts(tokenizer):
     long_answer = encode(batch("first program"), tokenizer, 512, max_target_length=2)
     assert long_answer["target_truncated"] == [True]
     assert len(long_answer["labels"][0]) == 2
+
+
+def test_answers_the_tokenizer_cannot_spell_are_counted():
+    context = "Ada wrote {x} in Zürich in 1843."
+    tok = modeling.train_tokenizer([squad.model_input("What did Ada write?", "Ada wrote x in Zurich in 1843.")] * 20,
+                                   vocab_size=200)  # never saw "{", "}" or "ü"
+    rows = {"id": ["q1", "q2", "q3"], "question": ["What?", "Where?", "When?"], "context": [context] * 3,
+            "answers": [{"text": ["{x}", "x"], "answer_start": [10, 11]},  # a gold without braces survives
+                        {"text": ["Zürich"], "answer_start": [17]},
+                        {"text": ["1843"], "answer_start": [27]}]}
+    out = encode(rows, tok, 512, 32)
+    assert out["golds_not_spelled"] == [1, 1, 0]
+    assert out["reachable"] == [True, False, True]  # normalised "{x}" is "x": still an exact match

@@ -1,0 +1,73 @@
+"""Other seq2seq checkpoints through model.name: tiny local T5 v1.1 / Flan-T5, mT5 and BART folders made with
+save_pretrained (what a Hub download leaves in the cache), run through tokenize, train and evaluate."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import BartConfig, BartForConditionalGeneration, MT5Config, MT5ForConditionalGeneration, \
+    T5Config, T5ForConditionalGeneration
+
+from stages import modeling
+
+ROOT = Path(__file__).resolve().parent.parent
+SPLITS = {"train": "train[:96]", "validation": "train[96:112]", "test": "validation[:16]"}
+SPECIAL = dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)  # the trained tokenizer's ids
+TINY = dict(d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, dropout_rate=0.0)
+ARCHITECTURES = {
+    # t5-v1.1 and flan-t5: gated-GELU, untied output layer
+    "t5-v1.1": lambda v: T5ForConditionalGeneration(T5Config(vocab_size=v, feed_forward_proj="gated-gelu",
+                                                             tie_word_embeddings=False, **TINY, **SPECIAL)),
+    "mt5": lambda v: MT5ForConditionalGeneration(MT5Config(vocab_size=v, **TINY, **SPECIAL)),
+    "bart": lambda v: BartForConditionalGeneration(BartConfig(
+        vocab_size=v, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=1024,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, decoder_start_token_id=1, forced_eos_token_id=1)),
+}
+
+
+def run(cwd, stage):
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, f"stages.{stage} failed:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A working folder with params.yaml and tiny prepared splits of the bundled data."""
+    work = tmp_path_factory.mktemp("work")
+    shutil.copytree(ROOT / "data" / "raw", work / "data" / "raw")
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["splits"] = SPLITS
+    p["train"].update(epochs=1, batch_size=16)
+    p["evaluate"]["max_new_tokens"] = 4
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    run(work, "prepare")
+    return work
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path):
+    checkpoint = tmp_path / architecture
+    tokenizer = modeling.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
+    ARCHITECTURES[architecture](len(tokenizer)).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+
+    work = tmp_path / "work"
+    shutil.copytree(prepared, work)
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["model"]["name"] = str(checkpoint)
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    for stage in ("tokenize", "train", "evaluate"):
+        run(work, stage)
+
+    config = json.loads((work / "models" / "config.json").read_text())
+    assert config["model_type"] == {"t5-v1.1": "t5", "mt5": "mt5", "bart": "bart"}[architecture]
+    assert (work / "models" / "model.safetensors").exists()
+    metrics = json.loads((work / "metrics" / "eval.json").read_text())
+    assert metrics["questions"] == 16 and metrics["missing_predictions"] == 0
