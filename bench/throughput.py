@@ -69,7 +69,7 @@ class Stopwatch(TrainerCallback):
     """Times optimizer steps after `warmup` of them (kernel selection, allocator), then stops training."""
 
     def __init__(self, warmup, steps):
-        self.warmup, self.steps, self.seconds = warmup, steps, None
+        self.warmup, self.steps, self.start, self.seconds = warmup, steps, None, None
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in (self.warmup, self.warmup + self.steps):
@@ -204,7 +204,8 @@ def main():
         tokens = speed * (source + target if key.startswith("train") else args.new_tokens)
         mfu = speed * flops_per_example / peak if peak and key.startswith("train") else None
         print(f"{key:22}{speed:12.1f}{tokens:12.0f}{memory:10.2f}{f'{mfu:.1%}' if mfu else '-':>8}")
-        summary[key] = {"examples_per_s": round(speed, 1), "tokens_per_s": round(tokens), "peak_memory_gib": round(memory, 2)}
+        summary[key] = {"examples_per_s": round(speed, 1), "tokens_per_s": round(tokens),
+                        "peak_memory_gib": round(memory, 2)}
         if mfu:
             summary[key]["mfu"] = round(mfu, 4)
     summary["train_speedup"] = round(results["train_project"][0] / results["train_seed"][0], 2)

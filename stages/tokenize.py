@@ -31,9 +31,8 @@ def encode(batch, tokenizer, max_source_length, max_target_length):
     answer_end = [len(squad.model_input(q, "")) + a["answer_start"][0] + len(a["text"][0])
                   for q, a in zip(batch["question"], batch["answers"])]
     golds = [answers["text"] for answers in batch["answers"]]
-    spelled = iter(tokenizer.batch_decode(tokenizer(text_target=[g for gs in golds for g in gs],
-                                                    add_special_tokens=False)["input_ids"], skip_special_tokens=True))
-    spelled = [[next(spelled) for _ in gs] for gs in golds]
+    spelled = [tokenizer.batch_decode(tokenizer(text_target=gs, add_special_tokens=False)["input_ids"],
+                                      skip_special_tokens=True) for gs in golds]  # encode -> decode
     return {
         "id": batch["id"],
         "input_ids": inputs["input_ids"],

@@ -84,8 +84,9 @@ def main():
         tracking.configure_wandb()
 
     with staged(OUT) as tmp:
-        args = training_arguments(hp, p["seed"], tmp / "trainer", eval_strategy="epoch", logging_steps=25, disable_tqdm=False,
-                                  report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"))
+        args = training_arguments(hp, p["seed"], tmp / "trainer", eval_strategy="epoch", logging_steps=25,
+                                  disable_tqdm=False, report_to=hp["report_to"],
+                                  run_name=os.environ.get("DVC_EXP_NAME"))
         trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data["train"],
                                  eval_dataset=data["validation"], processing_class=tokenizer,
                                  data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
