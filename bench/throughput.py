@@ -25,6 +25,7 @@ if "--quick" in sys.argv:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU measurement, on a GPU machine too (before torch loads)
 
 import torch
+import transformers
 from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config,
                           T5ForConditionalGeneration, TrainerCallback)
 from transformers.utils import logging
@@ -65,43 +66,64 @@ def new_model(shape, attention, seed):
     return T5ForConditionalGeneration(config).to(modeling.device())
 
 
+def timed(trainer_class):
+    """The trainer class, counting what it trains on: examples, real (unpadded) tokens and model FLOPs.
+    Token-budget batches vary in size, so speed is counted batch by batch, on the CPU copy of each."""
+    class Timed(trainer_class):
+        counts = torch.zeros(3, dtype=torch.float64)
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            source = inputs["attention_mask"].sum(1).double()
+            target = (inputs["labels"] != -100).sum(1).double()
+            self.counts += torch.tensor([len(source), source.sum() + target.sum(),
+                                         training_flops(self.model, source, target)])
+            return super().training_step(model, inputs, *args, **kwargs)
+    return Timed
+
+
 class Stopwatch(TrainerCallback):
     """Times optimizer steps after `warmup` of them (kernel selection, allocator), then stops training."""
 
-    def __init__(self, warmup, steps):
-        self.warmup, self.steps, self.start, self.seconds = warmup, steps, None, None
+    def __init__(self, trainer, warmup, steps):
+        self.trainer, self.warmup, self.steps = trainer, warmup, steps
+        self.start = self.seconds = self.counts = None
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in (self.warmup, self.warmup + self.steps):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             if state.global_step == self.warmup:
-                self.start = time.perf_counter()
+                self.start, self.counts = time.perf_counter(), self.trainer.counts.clone()
             else:
                 self.seconds = time.perf_counter() - self.start
+                self.counts = self.trainer.counts - self.counts
                 control.should_training_stop = True
 
 
-def time_training(trainer, warmup, steps):
-    watch = Stopwatch(warmup, steps)
+def time_training(trainer, warmup, steps, peak_flops):
+    """examples/s, tokens/s, peak memory and, with the GPU's peak FLOP/s, model FLOPs utilisation."""
+    watch = Stopwatch(trainer, warmup, steps)
     trainer.add_callback(watch)
     reset_peak_memory()
     trainer.train()
-    return steps * trainer.args.per_device_train_batch_size / watch.seconds, peak_memory()
+    examples, tokens, flops = (float(x) / watch.seconds for x in watch.counts)
+    return {"examples_per_s": round(examples, 1), "tokens_per_s": round(tokens), "peak_memory_gib": peak_memory(),
+            **({"mfu": round(flops / peak_flops, 4)} if peak_flops else {})}
 
 
 def seed_trainer(model, rows, batch_size, workdir):
     args = Seq2SeqTrainingArguments(output_dir=str(workdir / "seed"), per_device_train_batch_size=batch_size,
                                     learning_rate=3e-4, num_train_epochs=1, optim="adamw_torch", report_to="none",
                                     save_strategy="no", disable_tqdm=True, seed=0)
-    return Seq2SeqTrainer(model=model, args=args, train_dataset=padded(rows))
+    return timed(Seq2SeqTrainer)(model=model, args=args, train_dataset=padded(rows))
 
 
-def project_trainer(model, rows, batch_size, tokenizer, workdir):
+def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir):
     hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0)
     args = train.training_arguments(hp, 0, workdir / "project", report_to="none", disable_tqdm=True)
-    return Seq2SeqTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    return timed(train.QATrainer)(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                                  data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+                                  batch_tokens=batch_tokens)
 
 
 @torch.inference_mode()
@@ -123,7 +145,9 @@ def time_generation(generate, model, rows, new_tokens):
     generate(model, rows)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return len(rows) / (time.perf_counter() - start), peak_memory()
+    speed = len(rows) / (time.perf_counter() - start)
+    return {"examples_per_s": round(speed, 1), "tokens_per_s": round(speed * new_tokens),
+            "peak_memory_gib": peak_memory()}
 
 
 def reset_peak_memory():
@@ -134,18 +158,18 @@ def reset_peak_memory():
 def peak_memory():
     """Peak GPU memory allocated (GiB); on CPU the process's peak resident memory so far."""
     if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def training_flops(model, source, target):
-    """Forward + backward FLOPs of one example: 6 per weight per token it touches, plus attention scores."""
+    """Forward + backward FLOPs of a batch with these real source and target lengths (one per example):
+    6 per weight per token it touches, plus the attention scores and their use (3 x 2 x 2 per pair)."""
     cfg = model.config
     encoder = sum(p.numel() for p in model.encoder.block.parameters())
     decoder = sum(p.numel() for p in model.decoder.block.parameters()) + cfg.d_model * cfg.vocab_size  # + LM head
-    inner = cfg.num_heads * cfg.d_kv
-    attention = 2 * 2 * inner * (cfg.num_layers * source**2 + cfg.num_decoder_layers * (target**2 + target * source))
-    return 6 * (encoder * source + decoder * target) + 3 * attention
+    pairs = cfg.num_layers * (source**2).sum() + cfg.num_decoder_layers * (target**2 + target * source).sum()
+    return 6 * (encoder * source.sum() + decoder * target.sum()) + 12 * cfg.num_heads * cfg.d_kv * pairs
 
 
 def main():
@@ -153,6 +177,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small T5 on the CPU, under 2 minutes")
     parser.add_argument("--steps", type=int, help="timed training steps per side")
     parser.add_argument("--batch-size", type=int, help="this project's training batch (the seed's is 16)")
+    parser.add_argument("--batch-tokens", type=int, default=0, help="token budget per training batch (train.batch_tokens)")
     parser.add_argument("--eval-batch-size", type=int, help="this project's generation batch (the seed's is 32)")
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)
@@ -173,43 +198,41 @@ def main():
     source = sum(len(r["input_ids"]) for r in rows) / len(rows)
     target = sum(len(r["labels"]) for r in rows) / len(rows)
 
+    device = torch.cuda.get_device_name() if gpu else "CPU"
+    peak = next((flops for name, flops in PEAK_BF16.items() if name in device), None) if gpu else None
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)
         model = new_model(shape, "eager", 0)  # the seed's transformers 4 ran T5 with eager attention
-        results["train_seed"] = time_training(seed_trainer(model, rows, 16, workdir), warmup, steps)
+        results["train_seed"] = time_training(seed_trainer(model, rows, 16, workdir), warmup, steps, peak)
         results["generate_seed"] = time_generation(
             lambda m, r: seed_generate(m, r, 32, args.new_tokens), model, test, args.new_tokens)
         del model
 
+        modeling.avoid_cudnn_attention()  # as the stages do
         model = new_model(shape, "sdpa", 0)
         params = model.num_parameters()
-        results["train_project"] = time_training(project_trainer(model, rows, batch_size, tokenizer, workdir),
-                                                 warmup, steps)
+        results["train_project"] = time_training(
+            project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir), warmup, steps, peak)
         if modeling.bf16_supported():
             model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
         results["generate_project"] = time_generation(
             lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
-                                           args.new_tokens), model, test, args.new_tokens)
+                                           args.new_tokens, extractive=True), model, test, args.new_tokens)
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    peak = next((flops for name, flops in PEAK_BF16.items() if name in device), None) if gpu else None
-    flops_per_example = training_flops(model, source, target)
-    print(f"device: {device}; torch {torch.__version__}; shape {'quick' if args.quick else 't5-small'} "
-          f"({params / 1e6:.1f}M parameters); sources {source:.0f} tokens, targets {target:.1f} on average")
+    settings = dict(batch_size=batch_size, batch_tokens=args.batch_tokens, eval_batch_size=eval_batch_size)
+    print(f"device: {device}; torch {torch.__version__}; transformers {transformers.__version__}; shape "
+          f"{'quick' if args.quick else 't5-small'} ({params / 1e6:.1f}M parameters); sources {source:.0f} "
+          f"tokens, targets {target:.1f} on average; this project's settings {settings}")
     print(f"{'':22}{'examples/s':>12}{'tokens/s':>12}{'peak GiB':>10}{'MFU':>8}")
-    summary = {"device": device, "torch": torch.__version__, "shape": "quick" if args.quick else "t5-small",
-               "parameters": params}
-    for key, (speed, memory) in results.items():
-        tokens = speed * (source + target if key.startswith("train") else args.new_tokens)
-        mfu = speed * flops_per_example / peak if peak and key.startswith("train") else None
-        print(f"{key:22}{speed:12.1f}{tokens:12.0f}{memory:10.2f}{f'{mfu:.1%}' if mfu else '-':>8}")
-        summary[key] = {"examples_per_s": round(speed, 1), "tokens_per_s": round(tokens),
-                        "peak_memory_gib": round(memory, 2)}
-        if mfu:
-            summary[key]["mfu"] = round(mfu, 4)
-    summary["train_speedup"] = round(results["train_project"][0] / results["train_seed"][0], 2)
-    summary["generate_speedup"] = round(results["generate_project"][0] / results["generate_seed"][0], 2)
+    for key, r in results.items():
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        print(f"{key:22}{r['examples_per_s']:12.1f}{r['tokens_per_s']:12.0f}{r['peak_memory_gib']:10.2f}{mfu:>8}")
+    summary = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
+               "shape": "quick" if args.quick else "t5-small", "parameters": params, **settings, **results}
+    for side in ("train", "generate"):
+        summary[f"{side}_speedup"] = round(results[f"{side}_project"]["examples_per_s"]
+                                           / results[f"{side}_seed"]["examples_per_s"], 2)
     print(f"training {summary['train_speedup']}x, generation {summary['generate_speedup']}x the seed's setup")
     print(json.dumps(summary))
 

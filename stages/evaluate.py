@@ -52,7 +52,8 @@ def main():
     test = datasets.load_from_disk(str(TEST_INPUTS))
     questions = datasets.load_dataset("json", data_files=str(TEST_ROWS), split="train")
 
-    answers = modeling.generate(model, tokenizer, test["input_ids"], hp["batch_size"], hp["max_new_tokens"])
+    answers = modeling.generate(model, tokenizer, test["input_ids"], hp["batch_size"], hp["max_new_tokens"],
+                                hp["extractive"])
     predictions = dict(zip(test["id"], answers))
     golds = {row["id"]: row["answers"]["text"] for row in questions}
     summary, per_question = metrics.score(golds, predictions)

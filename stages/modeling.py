@@ -3,8 +3,8 @@
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
-from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
-                          T5ForConditionalGeneration)
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
+                          PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration)
 
 from stages import hub
 from stages.errors import InputError
@@ -39,8 +39,16 @@ def load_tokenizer(name):
     return from_pretrained(AutoTokenizer, name)
 
 
+def avoid_cudnn_attention():
+    """PyTorch's first choice of SDPA kernel on Hopper GPUs, cuDNN's, builds a graph for every new input
+    shape: with batches of varying length it spent ~12 ms of CPU per call on an H100 (bench/README.md).
+    The memory-efficient kernel takes T5's position bias as well, without that cost."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names."""
+    avoid_cudnn_attention()
     if not is_scratch(model_params):
         return from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
                                attn_implementation="sdpa")
@@ -72,6 +80,7 @@ def load_trained(folder):
     if not (folder / "config.json").exists():
         raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    avoid_cudnn_attention()
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa",
                                                   dtype=torch.bfloat16 if bf16_supported() else torch.float32)
     return model.to(device()), tokenizer
@@ -86,16 +95,54 @@ def bf16_supported():
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+class CopySpan(LogitsProcessor):
+    """Extractive decoding: each answer is a span of its input's tokens.
+
+    After a generated prefix only the tokens that follow that prefix somewhere in the input stay
+    allowed (a SQuAD answer is a span of its context), so a model that has learned to copy but mixes
+    up two names ("Danrenwy Danfapel" for "Danrenwy Zanhel") is steered to a span that exists. Special
+    tokens stay allowed: </s> ends the answer (at once for SQuAD v2's "no answer"). The answer starts
+    after the decoder's `prompt_length` start tokens (T5: <pad>; BART: </s> and the forced <s>). A few
+    tensor operations per generated token for the whole batch, none of which waits for the GPU.
+    """
+
+    def __init__(self, source_ids, source_mask, special_ids, prompt_length):
+        self.special = torch.tensor(sorted(special_ids), device=source_ids.device)
+        self.source = source_ids.masked_fill((source_mask == 0) | torch.isin(source_ids, self.special), -1)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        prefix = input_ids[:, self.prompt_length:]
+        source = self.source.repeat_interleave(input_ids.shape[0] // self.source.shape[0], dim=0)  # beams
+        k, n = prefix.shape[1], source.shape[1]
+        if k == 0:
+            following = source
+        elif k >= n:
+            following = source[:, :0]
+        else:
+            starts = (source.unfold(1, k, 1)[:, :n - k] == prefix[:, None, :]).all(-1)  # where the prefix occurs
+            following = source[:, k:].masked_fill(~starts, -1)
+        allowed = torch.zeros_like(scores, dtype=torch.bool)
+        allowed.scatter_(1, following.clamp(min=0), following >= 0)
+        allowed[:, self.special] = True
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
 @torch.inference_mode()
-def generate(model, tokenizer, input_ids, batch_size, max_new_tokens):
-    """Greedy answers for lists of token ids, in their order; batches of similar length waste no padding."""
+def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive=False):
+    """Greedy answers for lists of token ids, in their order; batches of similar length waste no padding.
+    extractive: answers may only copy spans of their input (CopySpan)."""
     model.eval()
+    prompt_length = 1 + (model.generation_config.forced_bos_token_id is not None)
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
     answers = [None] * len(input_ids)
     for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         batch = order[start:start + batch_size]
         inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+        processors = LogitsProcessorList([CopySpan(inputs["input_ids"], inputs["attention_mask"],
+                                                   tokenizer.all_special_ids, prompt_length)] if extractive else [])
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                                logits_processor=processors)
         for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
             answers[i] = text.strip()
     return answers

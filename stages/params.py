@@ -44,11 +44,13 @@ SCHEMA = {
     "train.lr": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "train.epochs": (float, positive, "a number > 0"),
     "train.batch_size": (int, positive, "an integer > 0"),
+    "train.batch_tokens": (int, lambda v: v >= 0, "an integer >= 0 (0: no token budget)"),
     "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
     "train.report_to": (list, lambda v: "dvclive" in v and set(v) <= REPORTERS, "a list: dvclive, optionally wandb"),
     "evaluate.batch_size": (int, positive, "an integer > 0"),
     "evaluate.max_new_tokens": (int, positive, "an integer > 0"),
+    "evaluate.extractive": (bool, lambda v: True, "true or false"),
 }
 
 
@@ -84,7 +86,7 @@ def load(path=PARAMS_FILE):
 
 def coerce(value, kind):
     """The value as `kind`, or None. PyYAML reads `3e-4` as a string (YAML 1.1), DVC writes it so."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) != (kind is bool):
         return None
     if kind is float and isinstance(value, (int, float, str)):
         try:

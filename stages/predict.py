@@ -39,10 +39,11 @@ def read_questions(path):
     return rows
 
 
-def answer(model, tokenizer, rows, max_source_length, batch_size, max_new_tokens):
+def answer(model, tokenizer, rows, max_source_length, evaluate_params):
     sources = [squad.model_input(row["question"], row["context"]) for row in rows]
     input_ids = tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]
-    return modeling.generate(model, tokenizer, input_ids, batch_size, max_new_tokens)
+    return modeling.generate(model, tokenizer, input_ids, evaluate_params["batch_size"],
+                             evaluate_params["max_new_tokens"], evaluate_params["extractive"])
 
 
 @cli
@@ -61,8 +62,7 @@ def main(argv=None):
     rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
     p = params.load()
     model, tokenizer = modeling.load_trained(args.model)
-    answers = answer(model, tokenizer, rows, p["tokenize"]["max_source_length"], p["evaluate"]["batch_size"],
-                     p["evaluate"]["max_new_tokens"])
+    answers = answer(model, tokenizer, rows, p["tokenize"]["max_source_length"], p["evaluate"])
     if args.file:
         for row, text in zip(rows, answers):
             print(json.dumps({**row, "answer": text}, ensure_ascii=False))

@@ -59,3 +59,44 @@ def test_generate_keeps_input_order_despite_length_sorting(tokenizer):
     batched = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=4)
     one_by_one = [modeling.generate(model, tokenizer, [ids], batch_size=1, max_new_tokens=4)[0] for ids in inputs]
     assert batched == one_by_one
+
+
+SPECIAL = [0, 1, 2]  # pad (T5's decoder start), </s>, <unk>
+
+
+def allowed_after(source, prefix, decoder_start=(0,)):
+    """Token ids CopySpan leaves allowed after `prefix`, for one input row."""
+    ids = torch.tensor([source])
+    span = modeling.CopySpan(ids, (ids != 0).long(), SPECIAL, prompt_length=len(decoder_start))
+    scores = span(torch.tensor([[*decoder_start, *prefix]]), torch.zeros(1, 12))
+    return {int(i) for i in torch.nonzero(scores[0] > float("-inf"))} - set(SPECIAL)
+
+
+def test_copy_span_allows_only_tokens_that_continue_a_span_of_the_input():
+    source = [5, 6, 7, 5, 8, 1, 0, 0]  # </s> and padding are not part of any span
+    assert allowed_after(source, []) == {5, 6, 7, 8}
+    assert allowed_after(source, [5]) == {6, 8}
+    assert allowed_after(source, [5, 6]) == {7}
+    assert allowed_after(source, [6, 5]) == set()  # not a span: only special tokens (</s>) remain
+    assert allowed_after(source, [8]) == set()  # the input's last token: its span can only end
+    assert allowed_after(source, [5], decoder_start=(2, 0)) == {6, 8}  # BART: </s> then the forced <s>
+
+
+def test_copy_span_special_tokens_stay_allowed():
+    ids = torch.tensor([[5, 6, 1]])
+    scores = modeling.CopySpan(ids, torch.ones_like(ids), SPECIAL, 1)(torch.tensor([[0, 9]]), torch.zeros(1, 12))
+    assert torch.isfinite(scores[0, SPECIAL]).all() and not torch.isfinite(scores[0, 3:]).any()
+
+
+def test_extractive_generation_answers_with_spans_of_the_input(tokenizer):
+    torch.manual_seed(0)
+    model = modeling.build_model(SCRATCH, tokenizer)
+    # an untrained model mostly says <pad> or </s>: make it say three real tokens
+    model.generation_config.suppress_tokens, model.generation_config.min_new_tokens = [0, 2], 3
+    inputs = [tokenizer(t)["input_ids"] for t in TEXTS[:1] + ["question: Who was born in London? context: In 1815 Ada was born."]]
+    free = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6)
+    copied = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6, extractive=True)
+    assert any(answer not in tokenizer.decode(ids, skip_special_tokens=True) for answer, ids in zip(free, inputs))
+    for answer, ids in zip(copied, inputs):
+        assert answer
+        assert answer in tokenizer.decode(ids, skip_special_tokens=True)

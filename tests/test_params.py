@@ -47,9 +47,11 @@ def test_every_problem_is_reported_at_once_with_its_dotted_name(tmp_path):
     assert "\n" not in message
 
 
-def test_a_bool_is_not_an_integer(tmp_path):
+def test_a_bool_is_not_an_integer_nor_a_string_a_bool(tmp_path):
     with pytest.raises(InputError, match="train.batch_size = True"):
         params.load(edited(tmp_path, lambda p: p["train"].update(batch_size=True)))
+    with pytest.raises(InputError, match="evaluate.extractive = 'yes' is not true or false"):
+        params.load(edited(tmp_path, lambda p: p["evaluate"].update(extractive="yes")))
 
 
 def test_missing_and_broken_files(tmp_path):

@@ -2,6 +2,7 @@
 
 import random
 
+import datasets
 import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, \
@@ -76,3 +77,41 @@ def test_fast_settings_follow_the_plain_fp32_loss_step_by_step(plain, tmp_path):
 def test_bf16_autocast_reaches_the_same_loss(plain, tmp_path):
     fast = fast_losses(tmp_path, bf16=True, use_cpu=True)  # as on a GPU; the CPU has bf16 autocast too
     assert sum(fast[-4:]) / 4 == pytest.approx(sum(plain[-4:]) / 4, rel=0.02)  # 0.1% measured
+
+
+def test_token_budget_batches_cover_every_example_once_within_budget():
+    lengths = [random.Random(i).randint(5, 100) for i in range(500)]
+    batches = train.TokenBudgetBatches(lengths, max_examples=64, max_tokens=1000, seed=0)
+    epochs = []
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        epoch_batches = list(batches)
+        assert len(epoch_batches) == len(batches)  # the same number every epoch
+        assert sorted(i for b in epoch_batches for i in b) == list(range(500))
+        for b in epoch_batches:
+            assert len(b) <= 64 and len(b) * max(lengths[i] for i in b) <= 1000
+        epochs.append(epoch_batches)
+    assert epochs[0] != epochs[1]
+    short = [b for b in epochs[0] if max(lengths[i] for i in b) <= 15]
+    long = [b for b in epochs[0] if min(lengths[i] for i in b) >= 90]
+    assert min(map(len, short)) > max(map(len, long))  # short inputs in large batches, long in small
+
+
+def test_an_input_longer_than_the_budget_is_a_batch_of_its_own():
+    batches = list(train.TokenBudgetBatches([10, 10, 500, 10], max_examples=8, max_tokens=100, seed=0))
+    assert sorted(map(sorted, batches)) == [[0, 1, 3], [2]]
+
+
+def test_the_trainer_trains_on_token_budget_batches(tmp_path):
+    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    model = tiny_t5("sdpa")
+    args = train.training_arguments({**HP, "epochs": 2}, 0, tmp_path, report_to="none", logging_steps=1)
+    trainer = train.QATrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows()),
+                              processing_class=tokenizer,
+                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), batch_tokens=64)
+    loader = trainer.get_train_dataloader()
+    sizes = [batch["input_ids"].shape for batch in loader]
+    assert sum(n for n, _ in sizes) == 64 and all(n * length <= 64 or n == 1 for n, length in sizes)
+    assert len(sizes) > 64 // HP["batch_size"]  # more, smaller batches than batch_size alone gives
+    trainer.train()
+    assert trainer.state.global_step == 2 * len(sizes)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every GPU measurement in one run (bench/README.md has the results):
+#  1. bench/throughput.py with t5-small's shape: this project's training and generation against the seed's
+#     setup, with large token-budget batches (the best of the settings tried, bench/README.md);
+#  2. the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
+#     randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
+# Run it from the root of a scratch copy of the repository: step 2 rewrites params.yaml and the outputs.
+set -euo pipefail
+work=${1:-/tmp/seed_sized}
+
+python bench/throughput.py --batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024
+
+python -m stages.synthetic --out "$work/data" --train-paragraphs 13000 --validation-paragraphs 2700
+python bench/random_checkpoint.py "$work/t5-small-random" --data "$work/data/train.json"
+python - "$work" <<'PY'
+import sys, yaml
+work = sys.argv[1]
+p = yaml.safe_load(open("params.yaml"))
+p["data"]["source"] = f"{work}/data"
+p["data"]["splits"] = {"train": "train[:20000]", "validation": "train[20000:25000]", "test": "validation[:5000]"}
+p["model"]["name"] = f"{work}/t5-small-random"
+p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=0)
+p["evaluate"]["batch_size"] = 512
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+print(p)
+PY
+for stage in prepare tokenize train evaluate; do
+  start=$(date +%s%N)
+  dvc repro --single-item "$stage"
+  echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+done
+cat metrics/eval.json
