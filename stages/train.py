@@ -127,6 +127,7 @@ def training_arguments(hp, seed, output_dir, **overrides):
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=cuda,
         logging_nan_inf_filter=not cuda,  # its NaN check waits for the GPU at every step
+        prediction_loss_only=True,  # eval loss only: no logits of the whole validation split piling up on the GPU
         save_strategy="no",
         seed=seed,
     )

@@ -115,3 +115,13 @@ def test_the_trainer_trains_on_token_budget_batches(tmp_path):
     assert len(sizes) > 64 // HP["batch_size"]  # more, smaller batches than batch_size alone gives
     trainer.train()
     assert trainer.state.global_step == 2 * len(sizes)
+
+
+def test_evaluation_keeps_the_loss_and_no_logits(tmp_path):
+    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    model = tiny_t5("sdpa")
+    args = train.training_arguments(HP, 0, tmp_path, report_to="none")
+    trainer = train.QATrainer(model=model, args=args, processing_class=tokenizer,
+                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    output = trainer.predict(datasets.Dataset.from_list(rows()))
+    assert output.predictions is None and output.metrics["test_loss"] > 0
