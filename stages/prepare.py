@@ -1,6 +1,6 @@
 """Stage 1: load the train / validation / test splits, check every record, write flat splits.
 
-Reads params data.*; writes data/prepared/<split>.jsonl and the data report metrics/data.json.
+Reads params data.* (and seed, for data.shuffle); writes data/prepared/<split>.jsonl and the data report metrics/data.json.
 """
 
 from collections import Counter
@@ -17,21 +17,27 @@ SHOWN_PROBLEMS = 3
 
 @cli
 def main():
-    data = params.load()["data"]
+    p = params.load()
+    data = p["data"]
+    shuffle_seed = p["seed"] if data["shuffle"] else None
     report = {"rows": {}, "dropped": {}, "dropped_because": Counter()}
     prepared = {}
     for split in squad.SPLITS:
-        rows, origin = squad.load_split(data["source"], data["splits"][split])
-        bad = [(row["id"], why) for row in rows if (why := squad.problem(row))]
+        rows, origin = squad.load_split(data["source"], data["splits"][split], shuffle_seed)
+        bad, seen = {}, set()  # row index -> (id, why); evaluate joins predictions by id: ids must be unique
+        for i, row in enumerate(rows):
+            why = squad.problem(row) or ("id: used by an earlier record too" if row["id"] in seen else None)
+            seen.add(row["id"])
+            if why:
+                bad[i] = (row["id"], why)
         if bad and data["on_invalid"] == "error":
-            shown = "; ".join(f"id {rid!r}: {why}" for rid, why in bad[:SHOWN_PROBLEMS])
+            shown = "; ".join(f"id {rid!r}: {why}" for rid, why in list(bad.values())[:SHOWN_PROBLEMS])
             raise InputError(f"{origin}: {len(bad)} invalid record(s) in split {split} ({shown}"
                              f"{'; ...' if len(bad) > SHOWN_PROBLEMS else ''}); fix them, "
                              "or set data.on_invalid: drop to skip them")
         if bad:
-            bad_ids = {rid for rid, _ in bad}
-            rows = rows.filter(lambda row: row["id"] not in bad_ids, desc=f"dropping invalid {split} rows")
-            report["dropped_because"].update(why.split(":")[0] for _, why in bad)
+            rows = rows.select([i for i in range(len(rows)) if i not in bad])
+            report["dropped_because"].update(why.split(":")[0] for _, why in bad.values())
         if len(rows) == 0:
             raise InputError(f"{origin}: split {split} ({data['splits'][split]}) has no usable records")
         prepared[split] = rows

@@ -20,8 +20,10 @@ def model_input(question, context):
     return f"question: {question} context: {context}"
 
 
-def load_split(source, spec):
-    """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, and where they came from."""
+def load_split(source, spec, shuffle_seed=None):
+    """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, and where they came from.
+    With a shuffle_seed the slice is taken from the split shuffled with that seed: slices of one split
+    stay disjoint, but hold a random sample instead of consecutive (for SQuAD: whole-article) rows."""
     match = SPLIT_SPEC.match(spec)
     if not match:
         raise InputError(f"split {spec!r} is not of the form name[start:stop], e.g. train[:20000]")
@@ -38,6 +40,8 @@ def load_split(source, spec):
             raise InputError(f"data.source = {source!r}: cannot load split {name!r} from the Hub ({e})") from None
         rows, origin = check_columns(rows, f"{source}:{name}"), f"{source}:{name}"
     begin, end = slice_bounds(start, stop, len(rows), spec, origin)
+    if shuffle_seed is not None:
+        rows = rows.shuffle(seed=shuffle_seed)
     return rows.select(range(begin, end)), origin
 
 

@@ -1,4 +1,5 @@
-"""Stage 2: turn prepared rows into model inputs `question: ... context: ...` -> first gold answer.
+"""Stage 2: turn prepared rows into model inputs `question: ... context: ...` -> first gold answer
+(tokenize.train_answers: all -> one training example per distinct gold answer).
 
 Reads params model.name, model.scratch.vocab_size and tokenize.*; trains the tokenizer when the model
 is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
@@ -6,12 +7,15 @@ metrics/tokenize.json: how many inputs and answers truncation cut, and how many 
 tokenizer cannot spell (encode -> decode does not give them back), hence the best reachable exact match.
 """
 
+import hashlib
+import json
 from pathlib import Path
 
 import datasets
+from transformers import AutoConfig
 
 from stages import metrics, modeling, params, squad
-from stages.errors import cli
+from stages.errors import InputError, cli
 from stages.outputs import staged, write_json
 
 PREPARED = Path("data/prepared")
@@ -47,6 +51,37 @@ def encode(batch, tokenizer, max_source_length, max_target_length):
     }
 
 
+def one_row_per_answer(batch):
+    """Each question once per distinct gold answer text, that answer alone."""
+    out = {key: [] for key in batch}
+    for i, answers in enumerate(batch["answers"]):
+        seen = set()
+        for text, start in zip(answers["text"], answers["answer_start"]):
+            if text not in seen:
+                seen.add(text)
+                for key in batch:
+                    out[key].append(batch[key][i])
+                out["answers"][-1] = {"text": [text], "answer_start": [start]}
+    return out
+
+
+def fingerprint(path, tokenizer, settings):
+    """A content hash to name the tokenized split by: datasets cannot hash the tokenizer argument of
+    `encode` and would draw a random fingerprint, so identical runs would write different outputs."""
+    digest = hashlib.sha256(Path(path).read_bytes())
+    digest.update(json.dumps([tokenizer.get_vocab(), type(tokenizer).__name__, settings], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_source_length(model_name, max_source_length):
+    """Models with learned positions (BART: 1,024) cannot read longer inputs: say so here, not with an
+    IndexError deep inside the model at the first long batch of training."""
+    limit = getattr(modeling.from_pretrained(AutoConfig, model_name), "max_position_embeddings", None)
+    if limit and max_source_length > limit:
+        raise InputError(f"tokenize.max_source_length = {max_source_length} is more than model.name = "
+                         f"{model_name!r} can read ({limit} positions): set it to {limit} or less")
+
+
 @cli
 def main():
     p = params.load()
@@ -57,14 +92,20 @@ def main():
         texts = [squad.model_input(q, c) for q, c in zip(train["question"], train["context"])]
         tokenizer = modeling.train_tokenizer(texts, p["model"]["scratch"]["vocab_size"])
     else:
+        check_source_length(p["model"]["name"], p["tokenize"]["max_source_length"])
         tokenizer = modeling.load_tokenizer(p["model"]["name"])
 
-    limits = p["tokenize"]
+    settings = p["tokenize"]
+    if settings["train_answers"] == "all":
+        rows["train"] = rows["train"].map(one_row_per_answer, batched=True, desc="one row per gold answer")
+    limits = {key: settings[key] for key in ("max_source_length", "max_target_length")}
     report = {}
     encoded = datasets.DatasetDict()
     for split, split_rows in rows.items():
         enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
-                             fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}")
+                             fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
+                             new_fingerprint=fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings),
+                             load_from_cache_file=False)
         report[split] = {
             "examples": len(enc),
             "source_tokens_mean": round(sum(map(len, enc["input_ids"])) / len(enc), 1),

@@ -71,3 +71,23 @@ def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path)
     assert (work / "models" / "model.safetensors").exists()
     metrics = json.loads((work / "metrics" / "eval.json").read_text())
     assert metrics["questions"] == 16 and metrics["missing_predictions"] == 0
+
+
+def test_a_source_budget_beyond_the_models_positions_is_a_param_error(prepared, tmp_path):
+    checkpoint = tmp_path / "bart"
+    tokenizer = modeling.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
+    ARCHITECTURES["bart"](len(tokenizer)).save_pretrained(checkpoint)  # learned positions: 1,024
+    tokenizer.save_pretrained(checkpoint)
+    work = tmp_path / "work"
+    shutil.copytree(prepared, work)
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["model"]["name"] = str(checkpoint)
+    p["tokenize"]["max_source_length"] = 2048
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    result = subprocess.run([sys.executable, "-m", "stages.tokenize"], cwd=work, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: tokenize.max_source_length = 2048 is more than model.name = '{checkpoint}' can read "
+        "(1024 positions): set it to 1024 or less")
+    assert not (work / "data" / "tokenized").exists()

@@ -72,6 +72,20 @@ def test_drop_skips_invalid_records_and_reports_why(project):
     assert report["dropped_because"] == {"answers.answer_start": 1}
 
 
+def test_a_repeated_id_is_invalid_and_drop_keeps_its_first_record(project, capsys):
+    data = json.loads((project / "raw" / "train.json").read_text())
+    data["data"][0]["paragraphs"][0]["qas"][1]["id"] = "q1"
+    (project / "raw" / "train.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        prepare.main()
+    assert "id 'q1': id: used by an earlier record too" in capsys.readouterr().err
+    set_params(project, on_invalid="drop")
+    prepare.main()
+    first = data["data"][0]["paragraphs"][0]["qas"][0]
+    assert [(r["id"], r["question"]) for r in read_jsonl("data/prepared/train.jsonl")] == [("q1", first["question"])]
+    assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"id": 1}
+
+
 def test_a_failed_run_keeps_the_previous_complete_output(project):
     prepare.main()
     before = Path("data/prepared/train.jsonl").read_text()

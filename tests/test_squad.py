@@ -103,3 +103,15 @@ def test_problem_names_the_field(changes, reason):
 
 def test_model_input_format():
     assert squad.model_input("Who?", "Ada.") == "question: Who? context: Ada."
+
+
+def test_shuffled_slices_are_a_seeded_random_sample_and_stay_disjoint(tmp_path):
+    rows = [{"id": f"q{i}", "title": "t", "context": "c", "question": "q?",
+             "answers": {"text": ["c"], "answer_start": [0]}} for i in range(20)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = list(squad.load_split(str(tmp_path), "train[:10]", shuffle_seed=0)[0]["id"])
+    rest = list(squad.load_split(str(tmp_path), "train[10:]", shuffle_seed=0)[0]["id"])
+    assert sorted(first + rest, key=lambda i: int(i[1:])) == [r["id"] for r in rows]
+    assert first != [f"q{i}" for i in range(10)]  # not the consecutive rows
+    assert list(squad.load_split(str(tmp_path), "train[:10]", shuffle_seed=0)[0]["id"]) == first
+    assert list(squad.load_split(str(tmp_path), "train[:10]", shuffle_seed=1)[0]["id"]) != first

@@ -1,7 +1,7 @@
 import pytest
 
 from stages import modeling, squad
-from stages.tokenize import encode
+from stages.tokenize import encode, fingerprint, one_row_per_answer
 
 CONTEXT = "Ada Lovelace was born in London in 1815. She wrote the first program."
 
@@ -50,3 +50,22 @@ def test_answers_the_tokenizer_cannot_spell_are_counted():
     out = encode(rows, tok, 512, 32)
     assert out["golds_not_spelled"] == [1, 1, 0]
     assert out["reachable"] == [True, False, True]  # normalised "{x}" is "x": still an exact match
+
+
+def test_all_answers_gives_one_row_per_distinct_answer():
+    rows = {"id": ["q1", "q2"], "question": ["A?", "B?"], "context": ["ctx a", "ctx b"],
+            "answers": [{"text": ["x", "x", "y"], "answer_start": [0, 0, 4]}, {"text": ["z"], "answer_start": [2]}]}
+    out = one_row_per_answer(rows)
+    assert out["id"] == ["q1", "q1", "q2"] and out["question"] == ["A?", "A?", "B?"]
+    assert out["answers"] == [{"text": ["x"], "answer_start": [0]}, {"text": ["y"], "answer_start": [4]},
+                              {"text": ["z"], "answer_start": [2]}]
+
+
+def test_the_fingerprint_names_the_content(tmp_path, tokenizer):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"id": "q1"}\n')
+    settings = {"max_source_length": 512, "max_target_length": 32, "train_answers": "first"}
+    assert fingerprint(path, tokenizer, settings) == fingerprint(path, tokenizer, dict(settings))
+    assert fingerprint(path, tokenizer, settings) != fingerprint(path, tokenizer, {**settings, "train_answers": "all"})
+    path.write_text('{"id": "q2"}\n')
+    assert fingerprint(path, tokenizer, settings) != fingerprint(tmp_path / "train.jsonl", tokenizer, dict(settings, x=1))
