@@ -21,9 +21,11 @@ def main():
     data = p["data"]
     shuffle_seed = p["seed"] if data["shuffle"] else None
     report = {"rows": {}, "dropped": {}, "dropped_because": Counter()}
+    loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed) for split in squad.SPLITS}
+    squad.check_disjoint({f"data.splits.{split}": (origin, rows_range)
+                          for split, (_, origin, rows_range) in loaded.items()})
     prepared = {}
-    for split in squad.SPLITS:
-        rows, origin = squad.load_split(data["source"], data["splits"][split], shuffle_seed)
+    for split, (rows, origin, _) in loaded.items():
         bad, seen = {}, set()  # row index -> (id, why); evaluate joins predictions by id: ids must be unique
         for i, row in enumerate(rows):
             why = squad.problem(row) or ("id: used by an earlier record too" if row["id"] in seen else None)

@@ -21,7 +21,8 @@ def model_input(question, context):
 
 
 def load_split(source, spec, shuffle_seed=None):
-    """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, and where they came from.
+    """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, where they came from
+    and which rows of it they are (begin, end).
     With a shuffle_seed the slice is taken from the split shuffled with that seed: slices of one split
     stay disjoint, but hold a random sample instead of consecutive (for SQuAD: whole-article) rows."""
     match = SPLIT_SPEC.match(spec)
@@ -42,7 +43,17 @@ def load_split(source, spec, shuffle_seed=None):
     begin, end = slice_bounds(start, stop, len(rows), spec, origin)
     if shuffle_seed is not None:
         rows = rows.shuffle(seed=shuffle_seed)
-    return rows.select(range(begin, end)), origin
+    return rows.select(range(begin, end)), origin, (begin, end)
+
+
+def check_disjoint(slices):
+    """slices: {param name: (origin, (begin, end))}. Two slices of one split must not share rows: a
+    validation or test question seen in training would make its metrics meaningless."""
+    problems = [f"{a} and {b} share rows {max(ra[0], rb[0])}-{min(ra[1], rb[1]) - 1} of {oa}"
+                for i, (a, (oa, ra)) in enumerate(slices.items()) for b, (ob, rb) in list(slices.items())[i + 1:]
+                if oa == ob and max(ra[0], rb[0]) < min(ra[1], rb[1])]
+    if problems:
+        raise InputError("; ".join(problems) + ": make the slices disjoint")
 
 
 def slice_bounds(start, stop, n, spec, origin):

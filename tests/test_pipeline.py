@@ -64,8 +64,12 @@ def repo(tmp_path_factory):
     return repo
 
 
+SECRETS = {"WANDB_API_KEY": "wandb-key-planted-by-the-test-0123456789",
+           "AWS_SECRET_ACCESS_KEY": "aws-secret-planted-by-the-test-9876543210"}
+
+
 def test_repro_trains_and_evaluates(repo):
-    sh(repo, sys.executable, "-m", "dvc", "repro")
+    sh(repo, sys.executable, "-m", "dvc", "repro", env=SECRETS)
     scores = json.loads((repo / "metrics" / "eval.json").read_text())
     assert scores["questions"] == 60 and scores["missing_predictions"] == 0
     for name in METRICS:
@@ -78,6 +82,12 @@ def test_repro_trains_and_evaluates(repo):
     assert (repo / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").exists()
     assert (repo / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv").exists()
     assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "status")
+    # secrets in the environment reach no output, lock file, log or metric
+    files = [path for path in repo.rglob("*") if path.is_file() and ".git" not in path.parts]
+    assert len(files) > 20
+    for path in files:
+        content = path.read_bytes()
+        assert not any(secret.encode() in content for secret in SECRETS.values()), path
 
 
 def test_changing_the_learning_rate_reruns_only_train_and_evaluate(repo):

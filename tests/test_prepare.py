@@ -86,6 +86,16 @@ def test_a_repeated_id_is_invalid_and_drop_keeps_its_first_record(project, capsy
     assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"id": 1}
 
 
+def test_overlapping_train_and_validation_slices_stop_before_any_output(project, capsys):
+    set_params(project, splits={"train": "train[:2]", "validation": "train[1:]", "test": "validation"})
+    with pytest.raises(SystemExit):
+        prepare.main()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: data.splits.train and data.splits.validation share rows 1-1 of raw/train.json: "
+        "make the slices disjoint")
+    assert not Path("data").exists()
+
+
 def test_a_failed_run_keeps_the_previous_complete_output(project):
     prepare.main()
     before = Path("data/prepared/train.jsonl").read_text()

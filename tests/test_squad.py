@@ -8,7 +8,8 @@ from stages.errors import InputError
 
 def test_nested_json_is_flattened_to_squad_rows(tmp_path, write_json, small_squad):
     write_json("train.json", small_squad)
-    rows, origin = squad.load_split(str(tmp_path), "train")
+    rows, origin, rows_range = squad.load_split(str(tmp_path), "train")
+    assert rows_range == (0, 3)
     assert origin == str(tmp_path / "train.json")
     assert rows.column_names == ["id", "title", "context", "question", "answers"]
     assert rows["id"] == ["q1", "q2", "q3"]
@@ -40,7 +41,7 @@ def test_bad_slices_are_errors_not_silent_shrinks(tmp_path, write_json, small_sq
 
 def test_flat_jsonl_and_parquet_read_the_same_as_nested_json(tmp_path, write_json, small_squad):
     write_json("train.json", small_squad)
-    nested, _ = squad.load_split(str(tmp_path), "train")
+    nested = squad.load_split(str(tmp_path), "train")[0]
     flat = tmp_path / "flat"
     flat.mkdir()
     nested.to_json(flat / "train.jsonl", lines=True)
@@ -115,3 +116,14 @@ def test_shuffled_slices_are_a_seeded_random_sample_and_stay_disjoint(tmp_path):
     assert first != [f"q{i}" for i in range(10)]  # not the consecutive rows
     assert list(squad.load_split(str(tmp_path), "train[:10]", shuffle_seed=0)[0]["id"]) == first
     assert list(squad.load_split(str(tmp_path), "train[:10]", shuffle_seed=1)[0]["id"]) != first
+
+
+def test_overlapping_slices_of_one_split_are_named_together():
+    squad.check_disjoint({"data.splits.train": ("raw/train.json", (0, 100)),
+                          "data.splits.validation": ("raw/train.json", (100, 120)),
+                          "data.splits.test": ("raw/validation.json", (0, 50))})
+    with pytest.raises(InputError, match=r"^data.splits.train and data.splits.validation share rows 90-99 of "
+                                         r"raw/train.json: make the slices disjoint$"):
+        squad.check_disjoint({"data.splits.train": ("raw/train.json", (0, 100)),
+                              "data.splits.validation": ("raw/train.json", (90, 120)),
+                              "data.splits.test": ("raw/validation.json", (0, 50))})
