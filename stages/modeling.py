@@ -1,5 +1,7 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
+import re
+
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
@@ -96,24 +98,26 @@ def bf16_supported():
 
 
 class CopySpan(LogitsProcessor):
-    """Extractive decoding: each answer is a span of its input's tokens.
+    """Extractive decoding: each answer is a span of its input's tokens, then </s>.
 
     After a generated prefix only the tokens that follow that prefix somewhere in the input stay
     allowed (a SQuAD answer is a span of its context), so a model that has learned to copy but mixes
-    up two names ("Danrenwy Danfapel" for "Danrenwy Zanhel") is steered to a span that exists. Special
-    tokens stay allowed: </s> ends the answer (at once for SQuAD v2's "no answer"). The answer starts
-    after the decoder's `prompt_length` start tokens (T5: <pad>; BART: </s> and the forced <s>). A few
-    tensor operations per generated token for the whole batch, none of which waits for the GPU.
+    up two names ("Danrenwy Danfapel" for "Danrenwy Zanhel") is steered to a span that exists; </s>
+    may end the answer at any point (at once: SQuAD v2's "no answer"). `spans` holds one or more
+    token sequences per row, separated by -1: the input, and the input re-tokenized with spaces
+    around punctuation, since "(Danjunstad)" splits differently from the answer "Danjunstad" alone.
+    The decoder's first `prompt_length` tokens (T5: <pad>; BART: </s> and the forced <s>) are left
+    alone. A few tensor operations per generated token for the whole batch, none waiting for the GPU.
     """
 
-    def __init__(self, source_ids, source_mask, special_ids, prompt_length):
-        self.special = torch.tensor(sorted(special_ids), device=source_ids.device)
-        self.source = source_ids.masked_fill((source_mask == 0) | torch.isin(source_ids, self.special), -1)
-        self.prompt_length = prompt_length
+    def __init__(self, spans, eos_token_id, prompt_length):
+        self.spans, self.eos_token_id, self.prompt_length = spans, eos_token_id, prompt_length
 
     def __call__(self, input_ids, scores):
+        if input_ids.shape[1] < self.prompt_length:
+            return scores
         prefix = input_ids[:, self.prompt_length:]
-        source = self.source.repeat_interleave(input_ids.shape[0] // self.source.shape[0], dim=0)  # beams
+        source = self.spans.repeat_interleave(input_ids.shape[0] // self.spans.shape[0], dim=0)  # beams
         k, n = prefix.shape[1], source.shape[1]
         if k == 0:
             following = source
@@ -122,10 +126,22 @@ class CopySpan(LogitsProcessor):
         else:
             starts = (source.unfold(1, k, 1)[:, :n - k] == prefix[:, None, :]).all(-1)  # where the prefix occurs
             following = source[:, k:].masked_fill(~starts, -1)
-        allowed = torch.zeros_like(scores, dtype=torch.bool)
-        allowed.scatter_(1, following.clamp(min=0), following >= 0)
-        allowed[:, self.special] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+        vocab = scores.shape[1]
+        allowed = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+        allowed.scatter_(1, following.masked_fill(following < 0, vocab), True)  # -1 goes to the extra column
+        allowed[:, self.eos_token_id] = True
+        return scores.masked_fill(~allowed[:, :vocab], float("-inf"))
+
+
+def copyable_spans(tokenizer, input_ids):
+    """CopySpan's token sequences for a batch of inputs: each input without special tokens, then -1,
+    then its text re-tokenized with spaces around punctuation (how an answer alone is tokenized)."""
+    special = set(tokenizer.all_special_ids)
+    texts = [re.sub(r"([^\w\s])", r" \1 ", text) for text in tokenizer.batch_decode(input_ids, skip_special_tokens=True)]
+    rows = [[-1 if t in special else t for t in [*ids, -1, *respaced]]
+            for ids, respaced in zip(input_ids, tokenizer(texts, add_special_tokens=False)["input_ids"])]
+    width = max(map(len, rows))
+    return torch.tensor([row + [-1] * (width - len(row)) for row in rows])
 
 
 @torch.inference_mode()
@@ -139,10 +155,10 @@ def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive
     for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         batch = order[start:start + batch_size]
         inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
-        processors = LogitsProcessorList([CopySpan(inputs["input_ids"], inputs["attention_mask"],
-                                                   tokenizer.all_special_ids, prompt_length)] if extractive else [])
+        spans = copyable_spans(tokenizer, [input_ids[i] for i in batch]).to(model.device) if extractive else None
+        processors = LogitsProcessorList([CopySpan(spans, tokenizer.eos_token_id, prompt_length)] if extractive else [])
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
                                 logits_processor=processors)
         for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
-            answers[i] = text.strip()
+            answers[i] = " ".join(text.split())
     return answers

@@ -29,9 +29,10 @@ def main():
         bad, seen = {}, set()  # row index -> (id, why); evaluate joins predictions by id: ids must be unique
         for i, row in enumerate(rows):
             why = squad.problem(row) or ("id: used by an earlier record too" if row["id"] in seen else None)
-            seen.add(row["id"])
             if why:
                 bad[i] = (row["id"], why)
+            else:
+                seen.add(row["id"])
         if bad and data["on_invalid"] == "error":
             shown = "; ".join(f"id {rid!r}: {why}" for rid, why in list(bad.values())[:SHOWN_PROBLEMS])
             raise InputError(f"{origin}: {len(bad)} invalid record(s) in split {split} ({shown}"

@@ -48,7 +48,8 @@ def load_split(source, spec, shuffle_seed=None):
 
 def check_disjoint(slices):
     """slices: {param name: (origin, (begin, end))}. Two slices of one split must not share rows: a
-    validation or test question seen in training would make its metrics meaningless."""
+    validation or test question seen in training would make its metrics meaningless. (With data.shuffle
+    the rows are positions in the shuffled split.)"""
     problems = [f"{a} and {b} share rows {max(ra[0], rb[0])}-{min(ra[1], rb[1]) - 1} of {oa}"
                 for i, (a, (oa, ra)) in enumerate(slices.items()) for b, (ob, rb) in list(slices.items())[i + 1:]
                 if oa == ob and max(ra[0], rb[0]) < min(ra[1], rb[1])]

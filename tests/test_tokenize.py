@@ -67,5 +67,6 @@ def test_the_fingerprint_names_the_content(tmp_path, tokenizer):
     settings = {"max_source_length": 512, "max_target_length": 32, "train_answers": "first"}
     assert fingerprint(path, tokenizer, settings) == fingerprint(path, tokenizer, dict(settings))
     assert fingerprint(path, tokenizer, settings) != fingerprint(path, tokenizer, {**settings, "train_answers": "all"})
+    before = fingerprint(path, tokenizer, settings)
     path.write_text('{"id": "q2"}\n')
-    assert fingerprint(path, tokenizer, settings) != fingerprint(tmp_path / "train.jsonl", tokenizer, dict(settings, x=1))
+    assert fingerprint(path, tokenizer, settings) != before
