@@ -33,7 +33,8 @@ def main():
     model = T5ForConditionalGeneration(T5Config(**T5_SMALL, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    print(f"{args.out}: t5-small's shape, {model.num_parameters():,} parameters, tokenizer of {len(tokenizer):,} tokens")
+    print(f"{args.out}: t5-small's shape, {model.num_parameters():,} parameters, "
+          f"tokenizer of {len(tokenizer):,} tokens")
 
 
 if __name__ == "__main__":

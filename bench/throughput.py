@@ -179,7 +179,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small T5 on the CPU, under 2 minutes")
     parser.add_argument("--steps", type=int, help="timed training steps per side")
     parser.add_argument("--batch-size", type=int, help="this project's training batch (the seed's is 16)")
-    parser.add_argument("--batch-tokens", type=int, default=0, help="token budget per training batch (train.batch_tokens)")
+    parser.add_argument("--batch-tokens", type=int, default=0,
+                        help="token budget per training batch (train.batch_tokens)")
     parser.add_argument("--eval-batch-size", type=int, help="this project's generation batch (the seed's is 32)")
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)

@@ -137,9 +137,10 @@ def copyable_spans(tokenizer, input_ids):
     """CopySpan's token sequences for a batch of inputs: each input without special tokens, then -1,
     then its text re-tokenized with spaces around punctuation (how an answer alone is tokenized)."""
     special = set(tokenizer.all_special_ids)
-    texts = [re.sub(r"([^\w\s])", r" \1 ", text) for text in tokenizer.batch_decode(input_ids, skip_special_tokens=True)]
-    rows = [[-1 if t in special else t for t in [*ids, -1, *respaced]]
-            for ids, respaced in zip(input_ids, tokenizer(texts, add_special_tokens=False)["input_ids"])]
+    texts = tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+    respaced = tokenizer([re.sub(r"([^\w\s])", r" \1 ", text) for text in texts], add_special_tokens=False)
+    rows = [[-1 if t in special else t for t in [*ids, -1, *again]]
+            for ids, again in zip(input_ids, respaced["input_ids"])]
     width = max(map(len, rows))
     return torch.tensor([row + [-1] * (width - len(row)) for row in rows])
 
@@ -154,9 +155,12 @@ def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive
     answers = [None] * len(input_ids)
     for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         batch = order[start:start + batch_size]
-        inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
-        spans = copyable_spans(tokenizer, [input_ids[i] for i in batch]).to(model.device) if extractive else None
-        processors = LogitsProcessorList([CopySpan(spans, tokenizer.eos_token_id, prompt_length)] if extractive else [])
+        batch_ids = [input_ids[i] for i in batch]
+        inputs = tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt").to(model.device)
+        processors = LogitsProcessorList()
+        if extractive:
+            spans = copyable_spans(tokenizer, batch_ids).to(model.device)
+            processors.append(CopySpan(spans, tokenizer.eos_token_id, prompt_length))
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
                                 logits_processor=processors)
         for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):

@@ -102,7 +102,8 @@ def test_extractive_generation_answers_with_spans_of_the_input(tokenizer):
     model = modeling.build_model(SCRATCH, tokenizer)
     # an untrained model mostly says <pad> or </s>: make it say three real tokens
     model.generation_config.suppress_tokens, model.generation_config.min_new_tokens = [0, 2], 3
-    inputs = [tokenizer(t)["input_ids"] for t in TEXTS[:1] + ["question: Who was born in London? context: In 1815 Ada was born."]]
+    texts = TEXTS[:1] + ["question: Who was born in London? context: In 1815 Ada was born."]
+    inputs = [tokenizer(t)["input_ids"] for t in texts]
     free = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6)
     copied = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6, extractive=True)
     assert any(answer not in tokenizer.decode(ids, skip_special_tokens=True) for answer, ids in zip(free, inputs))
