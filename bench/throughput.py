@@ -30,8 +30,9 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
                           T5ForConditionalGeneration, TrainerCallback)
 from transformers.utils import logging
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-from stages import modeling, train
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from stages import modeling, squad, train
 
 SHAPES = {  # t5-small's published config; quick is the bundled default's size
     "t5-small": dict(vocab_size=32128, d_model=512, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),
@@ -41,8 +42,17 @@ SEED_SOURCE, SEED_TARGET = 512, 32  # the seed pads every example to these lengt
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense tensor-core FLOP/s
 
 
+def bundled_tokenizer(vocab_size=4000):
+    """The tokenize stage's default tokenizer, trained on the bundled data: the extractive decoding
+    decodes and re-tokenizes each input, so the ids must stand for real subwords."""
+    rows, _, _ = squad.load_split(ROOT / "data/raw", "train")
+    return modeling.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
+                                    vocab_size)
+
+
 def examples(n, vocab_size, rng):
-    """Random token ids with SQuAD-like lengths (question + context ~185 tokens, answer ~6), each ending in </s>."""
+    """Random token ids (< vocab_size) with SQuAD-like lengths (question + context ~185 tokens, answer ~6),
+    each ending in </s>."""
     rows = []
     for _ in range(n):
         source = min(SEED_SOURCE, max(40, int(rng.gauss(185, 70))))
@@ -195,9 +205,9 @@ def main():
     logging.set_verbosity_error()
 
     rng = random.Random(0)
-    rows = examples(max(16, batch_size) * (steps + warmup + 1), shape["vocab_size"], rng)
-    test = examples(n_generate, shape["vocab_size"], rng)
-    tokenizer = modeling.train_tokenizer(["pad"], 100)  # only pads here: ids come from examples()
+    tokenizer = bundled_tokenizer()  # its 4,000 ids are a subset of either shape's vocabulary
+    rows = examples(max(16, batch_size) * (steps + warmup + 1), len(tokenizer), rng)
+    test = examples(n_generate, len(tokenizer), rng)
     source = sum(len(r["input_ids"]) for r in rows) / len(rows)
     target = sum(len(r["labels"]) for r in rows) / len(rows)
 

@@ -1,7 +1,9 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
@@ -136,33 +138,41 @@ class CopySpan(LogitsProcessor):
 def copyable_spans(tokenizer, input_ids):
     """CopySpan's token sequences for a batch of inputs: each input without special tokens, then -1,
     then its text re-tokenized with spaces around punctuation (how an answer alone is tokenized)."""
-    special = set(tokenizer.all_special_ids)
     texts = tokenizer.batch_decode(input_ids, skip_special_tokens=True)
     respaced = tokenizer([re.sub(r"([^\w\s])", r" \1 ", text) for text in texts], add_special_tokens=False)
-    rows = [[-1 if t in special else t for t in [*ids, -1, *again]]
-            for ids, again in zip(input_ids, respaced["input_ids"])]
-    width = max(map(len, rows))
-    return torch.tensor([row + [-1] * (width - len(row)) for row in rows])
+    rows = list(zip(input_ids, respaced["input_ids"]))
+    spans = np.full((len(rows), max(len(ids) + 1 + len(again) for ids, again in rows)), -1, dtype=np.int64)
+    for span, (ids, again) in zip(spans, rows):
+        span[:len(ids)] = ids
+        span[len(ids) + 1:len(ids) + 1 + len(again)] = again
+    spans[np.isin(spans, tokenizer.all_special_ids)] = -1
+    return torch.from_numpy(spans)
 
 
 @torch.inference_mode()
 def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive=False):
     """Greedy answers for lists of token ids, in their order; batches of similar length waste no padding.
-    extractive: answers may only copy spans of their input (CopySpan)."""
+    extractive: answers may only copy spans of their input (CopySpan). A thread pads the next batches
+    (and finds their spans) while the model answers this one, so the GPU does not wait for the CPU."""
     model.eval()
     prompt_length = 1 + (model.generation_config.forced_bos_token_id is not None)
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
-    answers = [None] * len(input_ids)
-    for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
-        batch = order[start:start + batch_size]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def prepare(batch):
         batch_ids = [input_ids[i] for i in batch]
-        inputs = tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt").to(model.device)
-        processors = LogitsProcessorList()
-        if extractive:
-            spans = copyable_spans(tokenizer, batch_ids).to(model.device)
-            processors.append(CopySpan(spans, tokenizer.eos_token_id, prompt_length))
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
-                                logits_processor=processors)
-        for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
-            answers[i] = " ".join(text.split())
+        inputs = tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt")
+        return inputs, copyable_spans(tokenizer, batch_ids) if extractive else None
+
+    answers = [None] * len(input_ids)
+    with ThreadPoolExecutor(1) as pool:
+        for batch, (inputs, spans) in zip(batches, tqdm(pool.map(prepare, batches), total=len(batches),
+                                                        desc="generating", unit="batch")):
+            processors = LogitsProcessorList()
+            if extractive:
+                processors.append(CopySpan(spans.to(model.device), tokenizer.eos_token_id, prompt_length))
+            output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, num_beams=1,
+                                    do_sample=False, logits_processor=processors)
+            for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
+                answers[i] = " ".join(text.split())
     return answers
