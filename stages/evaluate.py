@@ -5,12 +5,12 @@ precision / recall and ROUGE, 0-100, max over gold answers), data/predictions/te
 question) and, for error analysis, EM and F1 by question word and by answer length in metrics/breakdown/.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import datasets
 
-from stages import metrics, modeling, params, tracking
+from stages import metrics, modeling, params, tracking, windows
 from stages.errors import cli
 from stages.outputs import write_json, write_jsonl
 
@@ -29,6 +29,8 @@ def question_word(question):
 
 
 def answer_length(answers):
+    if not answers:
+        return "no answer"  # SQuAD v2.0's unanswerable questions
     n = len(answers[0].split())
     return "1 word" if n == 1 else f"{n} words" if n < 5 else "5+ words"
 
@@ -44,6 +46,18 @@ def breakdown(rows, key, name):
             for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))]
 
 
+def long_contexts(ids, chosen, per_question):
+    """EM and F1 on the questions whose context was read as several windows, and how many of their
+    answers differ from the first window's (what plain truncation would have answered)."""
+    windowed = [qid for qid, n in Counter(ids).items() if n > 1]
+    if not windowed:
+        return {"questions": 0}
+    return {"questions": len(windowed),
+            "exact_match": round(sum(per_question[q]["exact_match"] for q in windowed) / len(windowed), 4),
+            "f1": round(sum(per_question[q]["f1"] for q in windowed) / len(windowed), 4),
+            "answers_changed_by_windowing": sum(chosen[q][0] != chosen[q][1] for q in windowed)}
+
+
 @cli
 def main():
     p = params.load()
@@ -52,11 +66,12 @@ def main():
     test = datasets.load_from_disk(str(TEST_INPUTS))
     questions = datasets.load_dataset("json", data_files=str(TEST_ROWS), split="train")
 
-    answers = modeling.generate(model, tokenizer, test["input_ids"], hp["batch_size"], hp["max_new_tokens"],
-                                hp["extractive"])
-    predictions = dict(zip(test["id"], answers))
+    chosen = windows.answer(model, tokenizer, test["id"], test["input_ids"], hp["batch_size"],
+                            hp["max_new_tokens"], hp["extractive"])
+    predictions = {qid: answer for qid, (answer, _) in chosen.items()}
     golds = {row["id"]: row["answers"]["text"] for row in questions}
     summary, per_question = metrics.score(golds, predictions)
+    summary["long_contexts"] = long_contexts(test["id"], chosen, per_question)
 
     rows = [{
         "id": row["id"], "question": row["question"], "answers": row["answers"]["text"],
@@ -69,7 +84,7 @@ def main():
     write_json(BREAKDOWNS / "answer_length.json",
                breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
     write_json(METRICS_FILE, {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
-    print({k: round(v, 2) for k, v in summary.items()})
+    print({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()})
     if "wandb" in p["train"]["report_to"]:
         tracking.log_evaluation(summary, p)
 

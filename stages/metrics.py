@@ -1,8 +1,9 @@
 """SQuAD-style answer metrics (exact match, token F1) plus ROUGE.
 
-Exact match and F1 follow the official SQuAD v1.1 evaluation script. ROUGE comes
-from rouge_score, which does its own tokenisation, so it sees the raw strings.
-Every score is on a 0-100 scale.
+Exact match and F1 follow the official SQuAD evaluation scripts: v1.1, and v2.0 for questions
+without a gold answer (unanswerable: only the empty answer is right), with v2.0's has-answer /
+no-answer split. ROUGE comes from rouge_score, which does its own tokenisation, so it sees the raw
+strings. Every score is on a 0-100 scale.
 """
 
 import re
@@ -52,10 +53,10 @@ def score_question(prediction, golds):
     """Score one prediction against its gold answers, on a 0-100 scale.
 
     Each metric is the max over the gold answers independently, so e.g. the best
-    precision and the best recall may come from different golds.
+    precision and the best recall may come from different golds. No golds: an unanswerable
+    question, whose one right answer is "" (SQuAD v2.0).
     """
-    if not golds:
-        raise ValueError("a question needs at least one gold answer")
+    golds = golds or [""]
     best = dict.fromkeys(METRICS, 0.0)
     for gold in golds:
         f1, precision, recall = f1_precision_recall(prediction, gold)
@@ -84,6 +85,8 @@ def score(golds_by_id, predictions):
     A question with no prediction scores 0 in every metric (not score_question(""),
     which would give EM 1 against a gold like "the" that normalises to empty).
     Predictions for ids not in golds_by_id are ignored.
+    With unanswerable questions (no golds) among them, the aggregate adds SQuAD v2.0's split:
+    has_answer and no_answer, each with its exact_match, f1 and questions.
     Returns (aggregate dict, per-id scores).
     """
     per_id = {}
@@ -94,4 +97,10 @@ def score(golds_by_id, predictions):
         else:
             per_id[qid] = dict.fromkeys(METRICS, 0.0)
             missing += 1
-    return aggregate(list(per_id.values()), missing), per_id
+    result = aggregate(list(per_id.values()), missing)
+    if not all(golds_by_id.values()):
+        for name, group in (("has_answer", [q for q, g in golds_by_id.items() if g]),
+                            ("no_answer", [q for q, g in golds_by_id.items() if not g])):
+            result[name] = {metric: sum(per_id[q][metric] for q in group) / max(len(group), 1)
+                            for metric in ("exact_match", "f1")} | {"questions": len(group)}
+    return result, per_id

@@ -176,3 +176,25 @@ def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive
             for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
                 answers[i] = " ".join(text.split())
     return answers
+
+
+@torch.inference_mode()
+def answer_log_probs(model, tokenizer, input_ids, answers, batch_size):
+    """log P(answer </s> | input) under the model for each (input, answer text) pair, unconstrained by
+    CopySpan: comparable between inputs, e.g. the windows of one long context."""
+    if not answers:
+        return []
+    model.eval()
+    labels = tokenizer(text_target=answers)["input_ids"]
+    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    scores = [None] * len(input_ids)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
+        target = tokenizer.pad({"input_ids": [labels[i] for i in batch]}, return_tensors="pt").to(model.device)
+        target = target["input_ids"].masked_fill(target["attention_mask"] == 0, -100)
+        logits = model(**inputs, labels=target).logits.float()
+        token_log_probs = logits.log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+        for i, value in zip(batch, token_log_probs.masked_fill(target == -100, 0).sum(1).tolist()):
+            scores[i] = value
+    return scores

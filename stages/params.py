@@ -43,6 +43,8 @@ SCHEMA = {
     "tokenize.max_source_length": (int, lambda v: v >= 8, "an integer >= 8"),
     "tokenize.max_target_length": (int, lambda v: v >= 2, "an integer >= 2"),
     "tokenize.train_answers": (str, lambda v: v in ("first", "all"), "first or all"),
+    "tokenize.stride": (int, lambda v: v >= 0, "an integer >= 0"),
+    "tokenize.no_answer_windows": (float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "train.lr": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "train.epochs": (float, positive, "a number > 0"),
     "train.batch_size": (int, positive, "an integer > 0"),
@@ -54,6 +56,12 @@ SCHEMA = {
     "evaluate.max_new_tokens": (int, positive, "an integer > 0"),
     "evaluate.extractive": (bool, lambda v: True, "true or false"),
 }
+
+COMBINATIONS = [  # checked once every value has its type
+    ("tokenize.stride", lambda p: p["tokenize"]["stride"] < p["tokenize"]["max_source_length"] // 2,
+     "windows of a long context must advance by more than they share: keep it under half of "
+     "tokenize.max_source_length"),
+]
 
 
 def load(path=PARAMS_FILE):
@@ -81,6 +89,8 @@ def load(path=PARAMS_FILE):
             problems.append(f"{name} = {section[leaf]!r} is not {expected}")
         else:
             section[leaf] = value
+    if not problems:
+        problems = [f"{name}: {message}" for name, check, message in COMBINATIONS if not check(params)]
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
     return params

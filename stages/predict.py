@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stages import modeling, params, squad
+from stages import modeling, params, windows
 from stages.errors import InputError, cli
 
 MODEL = Path("models")
@@ -39,11 +39,16 @@ def read_questions(path):
     return rows
 
 
-def answer(model, tokenizer, rows, max_source_length, evaluate_params):
-    sources = [squad.model_input(row["question"], row["context"]) for row in rows]
-    input_ids = tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]
-    return modeling.generate(model, tokenizer, input_ids, evaluate_params["batch_size"],
-                             evaluate_params["max_new_tokens"], evaluate_params["extractive"])
+def answer(model, tokenizer, rows, tokenize_params, evaluate_params):
+    """Answers in the order of rows, read as the evaluate stage reads the test split (long contexts
+    as windows)."""
+    per_question = windows.split(tokenizer, [row["question"] for row in rows], [row["context"] for row in rows],
+                                 tokenize_params["max_source_length"], tokenize_params["stride"])
+    ids = [i for i, question_windows in enumerate(per_question) for _ in question_windows]
+    input_ids = [ids for question_windows in per_question for ids, _, _ in question_windows]
+    chosen = windows.answer(model, tokenizer, ids, input_ids, evaluate_params["batch_size"],
+                            evaluate_params["max_new_tokens"], evaluate_params["extractive"])
+    return [chosen[i][0] for i in range(len(rows))]
 
 
 @cli
@@ -62,7 +67,7 @@ def main(argv=None):
     rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
     p = params.load()
     model, tokenizer = modeling.load_trained(args.model)
-    answers = answer(model, tokenizer, rows, p["tokenize"]["max_source_length"], p["evaluate"])
+    answers = answer(model, tokenizer, rows, p["tokenize"], p["evaluate"])
     if args.file:
         for row, text in zip(rows, answers):
             print(json.dumps({**row, "answer": text}, ensure_ascii=False))

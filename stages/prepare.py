@@ -20,7 +20,7 @@ def main():
     p = params.load()
     data = p["data"]
     shuffle_seed = p["seed"] if data["shuffle"] else None
-    report = {"rows": {}, "dropped": {}, "dropped_because": Counter()}
+    report = {"rows": {}, "unanswerable": {}, "dropped": {}, "dropped_because": Counter()}
     loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed) for split in squad.SPLITS}
     squad.check_disjoint({f"data.splits.{split}": (origin, rows_range)
                           for split, (_, origin, rows_range) in loaded.items()})
@@ -45,8 +45,10 @@ def main():
             raise InputError(f"{origin}: split {split} ({data['splits'][split]}) has no usable records")
         prepared[split] = rows
         report["rows"][split] = len(rows)
+        report["unanswerable"][split] = sum(not answers["text"] for answers in rows["answers"])  # SQuAD v2.0
         report["dropped"][split] = len(bad)
-        print(f"{split}: {len(rows)} rows from {origin} {data['splits'][split]}, {len(bad)} dropped")
+        print(f"{split}: {len(rows)} rows from {origin} {data['splits'][split]} "
+              f"({report['unanswerable'][split]} unanswerable), {len(bad)} dropped")
 
     with staged(OUT) as tmp:
         tmp.mkdir()

@@ -1,9 +1,10 @@
-"""Score any predictions file, with the official SQuAD v1.1 evaluation script's interface.
+"""Score any predictions file, with the official SQuAD evaluation scripts' interface (v1.1 and v2.0).
 
     python -m stages.score DATASET.json PREDICTIONS.json
 
-DATASET is SQuAD v1.1 JSON (or a flat .jsonl / .parquet file), PREDICTIONS a JSON object
-{question id: answer text}. Prints the evaluate stage's metrics as JSON. Every question in
+DATASET is SQuAD v1.1 or v2.0 JSON (or a flat .jsonl / .parquet file), PREDICTIONS a JSON object
+{question id: answer text}; "" answers an unanswerable question (v2.0: no gold answers). Prints the
+evaluate stage's metrics as JSON (with v2.0 data, has_answer and no_answer too). Every question in
 DATASET counts; a missing prediction scores 0 and is counted; unknown ids are ignored.
 """
 
@@ -31,7 +32,7 @@ def read_predictions(path):
 @cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", help="SQuAD v1.1 JSON file")
+    parser.add_argument("dataset", help="SQuAD v1.1 or v2.0 JSON file")
     parser.add_argument("predictions", help="JSON object: question id -> answer text")
     args = parser.parse_args(argv)
     rows = squad.read_file(args.dataset)

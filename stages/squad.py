@@ -1,7 +1,8 @@
 """SQuAD-format data: load a split from the Hub or a local folder, check records, build model inputs.
 
 Every source becomes the same flat rows as the Hub's `squad`:
-id, title, context, question, answers {text: [...], answer_start: [...]}.
+id, title, context, question, answers {text: [...], answer_start: [...]}; SQuAD v2.0's
+unanswerable questions (`squad_v2`, is_impossible) have empty answer lists.
 """
 
 from pathlib import Path
@@ -87,7 +88,7 @@ def split_file(folder, name):
 
 
 def read_file(path):
-    """A SQuAD v1.1 .json (nested articles) or a flat .jsonl/.parquet file as flat rows."""
+    """A SQuAD v1.1 / v2.0 .json (nested articles) or a flat .jsonl/.parquet file as flat rows."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -97,7 +98,7 @@ def read_file(path):
                                      **({"field": "data"} if nested else {}))
     except Exception as e:  # datasets wraps JSON and Arrow errors in several types
         cause = e.__cause__ or e
-        raise InputError(f"{path}: cannot be read as {'SQuAD v1.1 JSON' if nested else path.suffix[1:]} "
+        raise InputError(f"{path}: cannot be read as {'SQuAD JSON' if nested else path.suffix[1:]} "
                          f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})") from None
     if nested:
         rows = flatten_articles(rows, path)
@@ -106,7 +107,7 @@ def read_file(path):
 
 def flatten_articles(articles, path):
     if "paragraphs" not in articles.column_names:
-        raise InputError(f"{path}: expected SQuAD v1.1 JSON, {{\"data\": [{{\"title\", \"paragraphs\": [...]}}]}}")
+        raise InputError(f"{path}: expected SQuAD v1.1 / v2.0 JSON, {{\"data\": [{{\"title\", \"paragraphs\": [...]}}]}}")
 
     def flatten(batch):
         out = {"id": [], "title": [], "context": [], "question": [], "answers": []}
@@ -145,9 +146,9 @@ def problem(row):
         if not isinstance(row[field], str) or not row[field].strip():
             return f"{field}: missing or empty"
     answers = row["answers"]
-    if not answers or not answers.get("text"):
+    if not isinstance(answers, dict) or not isinstance(answers.get("text"), list):
         return "answers: none given"
-    texts, starts = answers["text"], answers.get("answer_start") or []
+    texts, starts = answers["text"], answers.get("answer_start") or []  # no texts: unanswerable (SQuAD v2.0)
     if len(texts) != len(starts):
         return "answers: text and answer_start differ in length"
     for text, start in zip(texts, starts):

@@ -1,20 +1,24 @@
 """Stage 2: turn prepared rows into model inputs `question: ... context: ...` -> first gold answer
-(tokenize.train_answers: all -> one training example per distinct gold answer).
+(tokenize.train_answers: all -> one training example per distinct gold answer). A context longer
+than tokenize.max_source_length becomes overlapping windows (tokenize.stride tokens shared): training
+and validation keep the windows that hold the answer, the test split keeps all of them.
 
 Reads params model.name, model.scratch.vocab_size and tokenize.*; trains the tokenizer when the model
 is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
-metrics/tokenize.json: how many inputs and answers truncation cut, and how many gold answers the
-tokenizer cannot spell (encode -> decode does not give them back), hence the best reachable exact match.
+metrics/tokenize.json: how many contexts were windowed and answers fell in no window, and how many
+gold answers the tokenizer cannot spell (encode -> decode does not give them back), hence the best
+reachable exact match.
 """
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import datasets
 from transformers import AutoConfig
 
-from stages import metrics, modeling, params, squad
+from stages import metrics, modeling, params, squad, windows
 from stages.errors import InputError, cli
 from stages.outputs import staged, write_json
 
@@ -23,38 +27,63 @@ OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
 
 
-def encode(batch, tokenizer, max_source_length, max_target_length):
-    sources = [squad.model_input(q, c) for q, c in zip(batch["question"], batch["context"])]
-    targets = [answers["text"][0] for answers in batch["answers"]]
-    inputs = tokenizer(sources, max_length=max_source_length, truncation=True, return_offsets_mapping=True)
+def encode(batch, tokenizer, max_source_length, max_target_length, stride):
+    """One row per window of each question's input (windows.split; a context that fits is one window),
+    the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer").
+    holds_answer tells whether the window holds that answer; the other columns count per question,
+    on its first window: what truncation cut and which gold answers the tokenizer cannot spell."""
+    per_question = windows.split(tokenizer, batch["question"], batch["context"], max_source_length, stride)
+    targets = [answers["text"][0] if answers["text"] else "" for answers in batch["answers"]]
     labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True,
                        return_offsets_mapping=True)
-    # the last character each truncated encoding kept tells what truncation cut, without a second pass
-    source_kept = [max(end for _, end in offsets) for offsets in inputs["offset_mapping"]]
-    target_kept = [max(end for _, end in offsets) for offsets in labels["offset_mapping"]]
-    answer_end = [len(squad.model_input(q, "")) + a["answer_start"][0] + len(a["text"][0])
-                  for q, a in zip(batch["question"], batch["answers"])]
-    golds = [answers["text"] for answers in batch["answers"]]
+    # the last character the truncated target kept tells whether truncation cut it
+    target_kept = [max((end for _, end in offsets), default=0) for offsets in labels["offset_mapping"]]
+    golds = [answers["text"] or [""] for answers in batch["answers"]]
     spelled = [tokenizer.batch_decode(tokenizer(text_target=gs, add_special_tokens=False)["input_ids"],
                                       skip_special_tokens=True) for gs in golds]  # encode -> decode
-    return {
-        "id": batch["id"],
-        "input_ids": inputs["input_ids"],
-        "attention_mask": inputs["attention_mask"],
-        "labels": labels["input_ids"],
-        "source_truncated": [kept < len(s.rstrip()) for kept, s in zip(source_kept, sources)],
-        "answer_cut": [end > kept for end, kept in zip(answer_end, source_kept)],
-        "target_truncated": [kept < len(t.rstrip()) for kept, t in zip(target_kept, targets)],
-        "golds_not_spelled": [sum(s != g for s, g in zip(ss, gs)) for ss, gs in zip(spelled, golds)],
-        # the model can match this question exactly only if some gold survives, up to SQuAD's normalisation
-        "reachable": [any(metrics.exact_match(s, g) for s, g in zip(ss, gs)) for ss, gs in zip(spelled, golds)],
-    }
+    out = {key: [] for key in ("id", "window", "input_ids", "attention_mask", "labels", "holds_answer", "windowed",
+                               "answer_in_no_window", "target_truncated", "golds_not_spelled", "reachable")}
+    for i, question_windows in enumerate(per_question):
+        answers = batch["answers"][i]
+        start = answers["answer_start"][0] if answers["text"] else None
+        holds = [start is None or first <= start and start + len(targets[i]) <= end
+                 for _, first, end in question_windows]
+        for window, ((ids, _, _), holds_answer) in enumerate(zip(question_windows, holds)):
+            first = window == 0
+            out["id"].append(batch["id"][i])
+            out["window"].append(window)
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append(labels["input_ids"][i])
+            out["holds_answer"].append(holds_answer)
+            out["windowed"].append(first and len(question_windows) > 1)
+            out["answer_in_no_window"].append(first and not any(holds))
+            out["target_truncated"].append(first and target_kept[i] < len(targets[i].rstrip()))
+            out["golds_not_spelled"].append(sum(s != g for s, g in zip(spelled[i], golds[i])) if first else 0)
+            # the model can match this question exactly only if some gold survives, up to SQuAD's normalisation
+            out["reachable"].append(first and any(metrics.exact_match(s, g) for s, g in zip(spelled[i], golds[i])))
+    return out
+
+
+def training_windows(encoded, no_answer_share, no_answer_labels, seed):
+    """The rows to train on: windows that hold their answer, and a seeded `no_answer_share` of the others
+    with the no-answer target, so that a window without the answer is not taught to invent one."""
+    rng = random.Random(seed)
+    keep, labels = [], []
+    for i, (holds, row_labels) in enumerate(zip(encoded["holds_answer"], encoded["labels"])):
+        if holds or rng.random() < no_answer_share:
+            keep.append(i)
+            labels.append(row_labels if holds else no_answer_labels)
+    return encoded.select(keep).remove_columns("labels").add_column("labels", labels)
 
 
 def one_row_per_answer(batch):
-    """Each question once per distinct gold answer text, that answer alone."""
+    """Each question once per distinct gold answer text, that answer alone (once, without one)."""
     out = {key: [] for key in batch}
     for i, answers in enumerate(batch["answers"]):
+        if not answers["text"]:
+            for key in batch:
+                out[key].append(batch[key][i])
         seen = set()
         for text, start in zip(answers["text"], answers["answer_start"]):
             if text not in seen:
@@ -98,24 +127,31 @@ def main():
     settings = p["tokenize"]
     if settings["train_answers"] == "all":
         rows["train"] = rows["train"].map(one_row_per_answer, batched=True, desc="one row per gold answer")
-    limits = {key: settings[key] for key in ("max_source_length", "max_target_length")}
+    limits = {key: settings[key] for key in ("max_source_length", "max_target_length", "stride")}
+    no_answer_labels = tokenizer(text_target="")["input_ids"]
     report = {}
     encoded = datasets.DatasetDict()
     for split, split_rows in rows.items():
+        key = fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings)
         enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
                              fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
-                             new_fingerprint=fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings),
-                             load_from_cache_file=False)
+                             new_fingerprint=key, load_from_cache_file=False)
+        questions = len(split_rows)
         report[split] = {
-            "examples": len(enc),
+            "questions": questions,
             "source_tokens_mean": round(sum(map(len, enc["input_ids"])) / len(enc), 1),
-            "sources_truncated": sum(enc["source_truncated"]),
-            "answers_cut_from_source": sum(enc["answer_cut"]),
+            "windowed": sum(enc["windowed"]),  # contexts longer than the source budget
+            "windows": len(enc),
+            "answers_in_no_window": sum(enc["answer_in_no_window"]),
             "targets_truncated": sum(enc["target_truncated"]),
             "gold_answers_not_spelled": sum(enc["golds_not_spelled"]),
-            "exact_match_ceiling": round(100 * sum(enc["reachable"]) / len(enc), 2),
+            "exact_match_ceiling": round(100 * sum(enc["reachable"]) / questions, 2),
         }
-        encoded[split] = enc.remove_columns(["source_truncated", "answer_cut", "target_truncated",
+        if split != "test":  # the test split keeps every window: evaluation answers each
+            share = settings["no_answer_windows"] if split == "train" else 0.0
+            enc = training_windows(enc, share, no_answer_labels, p["seed"])
+        report[split]["examples"] = len(enc)
+        encoded[split] = enc.remove_columns(["holds_answer", "windowed", "answer_in_no_window", "target_truncated",
                                              "golds_not_spelled", "reachable"])
         print(f"{split}: {report[split]}")
 

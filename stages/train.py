@@ -140,7 +140,7 @@ def main():
     hp = p["train"]
     set_seed(p["seed"])
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
-    data = datasets.load_from_disk(str(TOKENIZED)).remove_columns("id")
+    data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])
     model = modeling.build_model(p["model"], tokenizer)
     print(f"model: {p['model']['name']}, {model.num_parameters():,} parameters")
     if "wandb" in hp["report_to"]:

@@ -13,6 +13,16 @@ def squad_v1(*paragraphs):
     return {"version": "1.1", "data": articles}
 
 
+def squad_v2(context, answerable, unanswerable):
+    """SQuAD v2.0 JSON of one paragraph: (id, question, answer) pairs, and (id, question) pairs marked
+    is_impossible with no answers (plausible_answers as the official files have them)."""
+    qas = [{"id": qid, "question": q, "is_impossible": False,
+            "answers": [{"text": a, "answer_start": context.find(a)}]} for qid, q, a in answerable]
+    qas += [{"id": qid, "question": q, "is_impossible": True, "answers": [],
+             "plausible_answers": [{"text": context.split()[0], "answer_start": 0}]} for qid, q in unanswerable]
+    return {"version": "v2.0", "data": [{"title": "Article", "paragraphs": [{"context": context, "qas": qas}]}]}
+
+
 @pytest.fixture
 def write_json(tmp_path):
     def write(name, obj):

@@ -17,6 +17,7 @@ def test_answer_length_buckets_by_words_of_the_first_gold_answer():
     assert evaluate.answer_length(["1815", "in 1815"]) == "1 word"
     assert evaluate.answer_length(["Ada Lovelace"]) == "2 words"
     assert evaluate.answer_length(["the old stone bridge of Basel"]) == "5+ words"
+    assert evaluate.answer_length([]) == "no answer"  # unanswerable (SQuAD v2.0)
 
 
 def test_breakdown_averages_per_group_largest_first():

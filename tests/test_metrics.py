@@ -100,9 +100,16 @@ def test_empty_prediction_scores_zero():
     assert s == {name: 0.0 for name in METRICS}
 
 
-def test_score_question_needs_golds():
-    with pytest.raises(ValueError):
-        score_question("Paris", [])
+def test_without_golds_only_the_empty_answer_is_right():  # SQuAD v2.0's unanswerable questions
+    assert score_question("", [])["exact_match"] == 100.0 and score_question("", [])["f1"] == 100.0
+    assert score_question("Paris", [])["exact_match"] == 0.0 and score_question("Paris", [])["f1"] == 0.0
+
+
+def test_v2_data_adds_the_has_answer_and_no_answer_split():
+    result, _ = score({"a": ["Paris"], "b": [], "c": []}, {"a": "paris", "b": "", "c": "Rome"})
+    assert result["has_answer"] == {"exact_match": 100.0, "f1": 100.0, "questions": 1}
+    assert result["no_answer"] == {"exact_match": 50.0, "f1": 50.0, "questions": 2}
+    assert "has_answer" not in score({"a": ["Paris"]}, {"a": "Paris"})[0]  # v1.1 data: no split
 
 
 def test_aggregate_means():

@@ -60,3 +60,10 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "params.yaml").write_text("train: [1,\n")
     with pytest.raises(InputError, match="not valid YAML"):
         params.load(tmp_path / "params.yaml")
+
+
+def test_a_stride_too_large_for_the_source_budget_is_an_error(tmp_path):
+    path = edited(tmp_path, lambda p: p["tokenize"].update(stride=256, max_source_length=512))
+    with pytest.raises(InputError, match="tokenize.stride: .* under half of tokenize.max_source_length"):
+        params.load(path)
+    params.load(edited(tmp_path, lambda p: p["tokenize"].update(stride=255)))

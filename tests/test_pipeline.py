@@ -23,6 +23,7 @@ PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", "data/raw", "data/.gitigno
 TINY = {
     "data": {"splits": {"train": "train[:400]", "validation": "train[400:480]", "test": "validation[:60]"}},
     "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}},
+    "tokenize": {"max_source_length": 48, "stride": 12},  # the bundled contexts become windows
     "train": {"epochs": 1, "batch_size": 16},
     "evaluate": {"max_new_tokens": 8},
 }
@@ -76,6 +77,12 @@ def test_repro_trains_and_evaluates(repo):
         assert 0 <= scores[name] <= 100
     predictions = (repo / "data" / "predictions" / "test.jsonl").read_text().splitlines()
     assert len(predictions) == 60
+    windows = json.loads((repo / "metrics" / "tokenize.json").read_text())
+    assert windows["test"]["windowed"] > 0 and windows["test"]["windows"] > 60
+    assert windows["train"]["answers_in_no_window"] == 0 and windows["train"]["examples"] >= 400
+    long_contexts = scores["long_contexts"]
+    assert long_contexts["questions"] == windows["test"]["windowed"]
+    assert 0 <= long_contexts["answers_changed_by_windowing"] <= long_contexts["questions"]
     assert set(json.loads(predictions[0])) == {"id", "question", "answers", "prediction", "exact_match", "f1"}
     assert (repo / "models" / "model.safetensors").exists()
     assert (repo / "models" / "generation_config.json").exists()
@@ -256,3 +263,33 @@ def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
     assert float(yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]) == 1e-4
     sh(repo, sys.executable, "-m", "dvc", "exp", "branch", name, "lr-1e-4")
     assert "lr-1e-4" in sh(repo, "git", "branch")
+
+
+def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
+    """v2 files (unanswerable questions: is_impossible, no answers) through the four stages: the target
+    of an unanswerable question is the empty answer, and evaluation reports v2.0's has/no-answer split."""
+    articles = json.loads((ROOT / "data" / "raw" / "train.json").read_text())["data"][:60]
+    paragraphs = [paragraph for article in articles for paragraph in article["paragraphs"]]
+    for n, paragraph in enumerate(paragraphs):  # a question no paragraph answers, beside each one's own
+        paragraph["qas"].append({"id": f"none-{n}", "question": "Who painted the Mona Lisa?",
+                                 "is_impossible": True, "answers": [], "plausible_answers": []})
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "train.json").write_text(json.dumps({"version": "v2.0", "data": articles[:50]}))
+    (tmp_path / "raw" / "validation.json").write_text(json.dumps({"version": "v2.0", "data": articles[50:]}))
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    merge(p, TINY)
+    merge(p, {"data": {"source": "raw", "splits": {"train": "train[:-40]", "validation": "train[-40:]",
+                                                    "test": "validation"}},
+              "tokenize": {"max_source_length": 512, "stride": 128}, "train": {"epochs": 30, "lr": 3e-3}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    env = {"PYTHONPATH": str(ROOT)}
+    for stage in ("prepare", "tokenize", "train", "evaluate"):
+        sh(tmp_path, sys.executable, "-m", f"stages.{stage}", env=env)
+    report = json.loads((tmp_path / "metrics" / "data.json").read_text())
+    scores = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert report["unanswerable"]["test"] == scores["no_answer"]["questions"] > 0
+    assert scores["has_answer"]["questions"] + scores["no_answer"]["questions"] == scores["questions"]
+    predictions = [json.loads(line) for line in (tmp_path / "data/predictions/test.jsonl").read_text().splitlines()]
+    answered = [row["prediction"] != "" for row in predictions if row["answers"]]
+    # it learned to say nothing to the question nothing answers, and only to it
+    assert scores["no_answer"]["exact_match"] >= 80 and sum(answered) >= len(answered) / 2  # 100, 25 of 32 measured

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from stages import prepare
-from tests.conftest import squad_v1
+from tests.conftest import squad_v1, squad_v2
 
 DEFAULTS = Path(__file__).resolve().parent.parent / "params.yaml"
 
@@ -42,6 +42,16 @@ def test_writes_flat_splits_and_a_report(project):
     report = json.loads(Path("metrics/data.json").read_text())
     assert report["rows"] == {"train": 2, "validation": 1, "test": 1}
     assert report["dropped"] == {"train": 0, "validation": 0, "test": 0}
+    assert report["unanswerable"] == {"train": 0, "validation": 0, "test": 0}
+
+
+def test_squad_v2_unanswerable_questions_are_kept_and_counted(project):
+    (project / "raw" / "validation.json").write_text(json.dumps(squad_v2(
+        "Paris is in France.", [("v1", "Where is Paris?", "France")], [("v2", "Where is Rome?")])))
+    prepare.main()
+    rows = read_jsonl("data/prepared/test.jsonl")
+    assert [(r["id"], r["answers"]["text"]) for r in rows] == [("v1", ["France"]), ("v2", [])]
+    assert json.loads(Path("metrics/data.json").read_text())["unanswerable"]["test"] == 1
 
 
 def break_answer(project):

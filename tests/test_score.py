@@ -3,6 +3,7 @@ import json
 import pytest
 
 from stages import score
+from tests.conftest import squad_v2
 
 
 def run(capsys, *args):
@@ -33,3 +34,14 @@ def test_bad_predictions_file(capsys, tmp_path, write_json, small_squad, content
         score.main([str(dataset), str(tmp_path / "pred.json")])
     assert e.value.code == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_v2_file_scores_the_empty_answer_right_for_unanswerable_questions(capsys, write_json):
+    dataset = write_json("dev-v2.json", squad_v2("Ada was born in London in 1815.",
+                                                 [("a1", "Where was Ada born?", "London")],
+                                                 [("n1", "Where did Ada die?"), ("n2", "Who was Ada's cat?")]))
+    predictions = write_json("pred.json", {"a1": "London", "n1": "", "n2": "London"})
+    result = run(capsys, dataset, predictions)
+    assert result["questions"] == 3 and result["exact_match"] == pytest.approx(200 / 3)
+    assert result["has_answer"] == {"exact_match": 100.0, "f1": 100.0, "questions": 1}
+    assert result["no_answer"] == {"exact_match": 50.0, "f1": 50.0, "questions": 2}

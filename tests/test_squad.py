@@ -52,13 +52,13 @@ def test_flat_jsonl_and_parquet_read_the_same_as_nested_json(tmp_path, write_jso
 
 def test_truncated_json_names_the_file(tmp_path, small_squad):
     (tmp_path / "train.json").write_text(json.dumps(small_squad)[:-30])
-    with pytest.raises(InputError, match=r"train\.json: cannot be read as SQuAD v1\.1 JSON"):
+    with pytest.raises(InputError, match=r"train\.json: cannot be read as SQuAD JSON"):
         squad.load_split(str(tmp_path), "train")
 
 
 def test_json_without_squad_structure_is_rejected(tmp_path, write_json):
     write_json("train.json", {"data": [{"title": "x", "text": "no paragraphs"}]})
-    with pytest.raises(InputError, match="expected SQuAD v1.1 JSON"):
+    with pytest.raises(InputError, match="expected SQuAD v1.1 / v2.0 JSON"):
         squad.load_split(str(tmp_path), "train")
 
 
@@ -92,7 +92,8 @@ def row(**changes):
     ({}, None),
     ({"context": "  "}, "context: missing or empty"),
     ({"question": None}, "question: missing or empty"),
-    ({"answers": {"text": [], "answer_start": []}}, "answers: none given"),
+    ({"answers": {"text": [], "answer_start": []}}, None),  # unanswerable (SQuAD v2.0)
+    ({"answers": None}, "answers: none given"),
     ({"answers": {"text": ["1815"], "answer_start": [15]}}, "answers.answer_start: '1815' is not at 15"),
     ({"answers": {"text": ["1815", "Ada"], "answer_start": [16]}}, "answers: text and answer_start differ"),
     ({"id": None}, "id: missing"),
@@ -127,3 +128,12 @@ def test_overlapping_slices_of_one_split_are_named_together():
         squad.check_disjoint({"data.splits.train": ("raw/train.json", (0, 100)),
                               "data.splits.validation": ("raw/train.json", (90, 120)),
                               "data.splits.test": ("raw/validation.json", (0, 50))})
+
+
+def test_a_v2_file_keeps_unanswerable_questions_with_empty_answers(tmp_path, write_json):
+    from tests.conftest import squad_v2
+    path = write_json("dev-v2.json", squad_v2("Ada was born in London.", [("a1", "Where was Ada born?", "London")],
+                                              [("n1", "Where did Ada die?")]))
+    rows = squad.read_file(path)
+    assert [(r["id"], r["answers"]["text"]) for r in rows] == [("a1", ["London"]), ("n1", [])]
+    assert [squad.problem(r) for r in rows] == [None, None]

@@ -1,7 +1,9 @@
+import datasets
 import pytest
 
 from stages import modeling, squad
-from stages.tokenize import encode, fingerprint, one_row_per_answer
+from stages.errors import InputError
+from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
 
 CONTEXT = "Ada Lovelace was born in London in 1815. She wrote the first program."
 
@@ -17,26 +19,66 @@ def batch(answer):
 
 
 def test_input_is_question_then_context_and_target_is_the_first_answer(tokenizer):
-    out = encode(batch("London"), tokenizer, max_source_length=512, max_target_length=32)
+    out = encode(batch("London"), tokenizer, max_source_length=512, max_target_length=32, stride=8)
     assert tokenizer.decode(out["input_ids"][0], skip_special_tokens=True) == squad.model_input(
         "Where was Ada born?", CONTEXT)
     assert tokenizer.decode(out["labels"][0], skip_special_tokens=True) == "London"
     assert out["input_ids"][0][-1] == tokenizer.eos_token_id
-    assert (out["source_truncated"], out["answer_cut"], out["target_truncated"]) == ([False], [False], [False])
+    assert (out["window"], out["holds_answer"], out["windowed"]) == ([0], [True], [False])
+    assert (out["answer_in_no_window"], out["target_truncated"]) == ([False], [False])
 
 
-def test_truncation_is_counted_where_it_cuts(tokenizer):
-    full = len(encode(batch("program"), tokenizer, 512, 32)["input_ids"][0])
-    out = encode(batch("program"), tokenizer, max_source_length=full - 3, max_target_length=2)
-    assert len(out["input_ids"][0]) == full - 3
-    assert out["source_truncated"] == [True]
-    assert out["answer_cut"] == [True]  # "program" sits at the end of the context
-    early = encode(batch("London"), tokenizer, max_source_length=full - 3, max_target_length=2)
-    assert early["source_truncated"] == [True] and early["answer_cut"] == [False]
-    assert early["target_truncated"] == [len(tokenizer("London")["input_ids"]) > 2]
-    long_answer = encode(batch("first program"), tokenizer, 512, max_target_length=2)
-    assert long_answer["target_truncated"] == [True]
-    assert len(long_answer["labels"][0]) == 2
+LONG_CONTEXT = " ".join(f"Town {n} was founded in {1700 + n}." for n in range(30)) + " Ada was born in London."
+
+
+def long_batch(answer):
+    return {"id": ["q1"], "question": ["Where was Ada born?"], "context": [LONG_CONTEXT],
+            "answers": [{"text": [answer], "answer_start": [LONG_CONTEXT.rfind(answer)]}]}
+
+
+def test_a_long_context_becomes_overlapping_windows_and_only_the_answer_s_window_holds_it():
+    tok = modeling.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
+    whole = len(tok(squad.model_input("Where was Ada born?", LONG_CONTEXT))["input_ids"])
+    out = encode(long_batch("London"), tok, max_source_length=48, max_target_length=8, stride=12)
+    texts = [tok.decode(ids, skip_special_tokens=True) for ids in out["input_ids"]]
+    assert whole > 48 and len(texts) > 2 and out["window"] == list(range(len(texts)))
+    assert all(len(ids) <= 48 for ids in out["input_ids"])
+    assert all(text.startswith("question: Where was Ada born? context: ") for text in texts)
+    pieces = [text.split(" context: ", 1)[1] for text in texts]
+    assert all(piece in LONG_CONTEXT for piece in pieces)
+    assert all(LONG_CONTEXT.find(b) < LONG_CONTEXT.find(a) + len(a) for a, b in zip(pieces, pieces[1:]))  # overlap
+    assert LONG_CONTEXT.endswith(pieces[-1])  # the end of the context is read
+    assert out["holds_answer"] == ["London" in piece for piece in pieces]
+    assert out["holds_answer"][-1] and not out["holds_answer"][0]  # the answer sits near the end
+    assert out["windowed"] == [True] + [False] * (len(texts) - 1)  # counted once per question
+    assert out["answer_in_no_window"] == [False] * len(texts)
+    assert all(tok.decode(labels, skip_special_tokens=True) == "London" for labels in out["labels"])
+
+
+def test_a_stride_that_leaves_no_room_to_advance_names_the_param():
+    tok = modeling.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
+    with pytest.raises(InputError, match="tokenize.stride = 30"):
+        encode(long_batch("London"), tok, max_source_length=40, max_target_length=8, stride=30)
+
+
+def test_training_keeps_the_windows_that_hold_the_answer_and_optionally_others_as_no_answer():
+    rows = datasets.Dataset.from_dict({"holds_answer": [True, False, False, True], "labels": [[5, 1]] * 4})
+    assert training_windows(rows, 0.0, [1], seed=0)["labels"] == [[5, 1], [5, 1]]
+    everything = training_windows(rows, 1.0, [1], seed=0)
+    assert everything["labels"] == [[5, 1], [1], [1], [5, 1]]  # answer-less windows learn "no answer"
+
+
+def test_an_unanswerable_question_is_trained_to_say_nothing_in_every_window(tokenizer):
+    rows = {"id": ["q1"], "question": ["Who?"], "context": [CONTEXT], "answers": [{"text": [], "answer_start": []}]}
+    out = encode(rows, tokenizer, 512, 32, stride=8)
+    assert out["labels"] == [[tokenizer.eos_token_id]] and out["holds_answer"] == [True]
+    assert out["reachable"] == [True] and out["golds_not_spelled"] == [0]
+
+
+def test_a_long_target_is_cut_and_counted(tokenizer):
+    out = encode(batch("first program"), tokenizer, 512, max_target_length=2, stride=8)
+    assert out["target_truncated"] == [True]
+    assert len(out["labels"][0]) == 2
 
 
 def test_answers_the_tokenizer_cannot_spell_are_counted():
@@ -47,7 +89,7 @@ def test_answers_the_tokenizer_cannot_spell_are_counted():
             "answers": [{"text": ["{x}", "x"], "answer_start": [10, 11]},  # a gold without braces survives
                         {"text": ["Zürich"], "answer_start": [17]},
                         {"text": ["1843"], "answer_start": [27]}]}
-    out = encode(rows, tok, 512, 32)
+    out = encode(rows, tok, 512, 32, stride=8)
     assert out["golds_not_spelled"] == [1, 1, 0]
     assert out["reachable"] == [True, False, True]  # normalised "{x}" is "x": still an exact match
 
@@ -59,6 +101,8 @@ def test_all_answers_gives_one_row_per_distinct_answer():
     assert out["id"] == ["q1", "q1", "q2"] and out["question"] == ["A?", "A?", "B?"]
     assert out["answers"] == [{"text": ["x"], "answer_start": [0]}, {"text": ["y"], "answer_start": [4]},
                               {"text": ["z"], "answer_start": [2]}]
+    unanswerable = {"id": ["q3"], "question": ["C?"], "context": ["ctx"], "answers": [{"text": [], "answer_start": []}]}
+    assert one_row_per_answer(unanswerable) == unanswerable  # kept once, without an answer
 
 
 def test_the_fingerprint_names_the_content(tmp_path, tokenizer):
