@@ -51,6 +51,8 @@ SCHEMA = {
     "train.batch_tokens": (int, lambda v: v >= 0, "an integer >= 0 (0: no token budget)"),
     "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "train.save_steps": (int, positive, "an integer > 0"),
+    "train.keep_checkpoints": (int, positive, "an integer > 0"),
     "train.report_to": (list, lambda v: "dvclive" in v and set(v) <= REPORTERS, "a list: dvclive, optionally wandb"),
     "evaluate.batch_size": (int, positive, "an integer > 0"),
     "evaluate.max_new_tokens": (int, positive, "an integer > 0"),

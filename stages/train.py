@@ -5,6 +5,8 @@ memory) with DVCLive to dvclive/, and to Weights & Biases when train.report_to n
 writes the model (safetensors), its tokenizer and generation config to models/.
 """
 
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -17,6 +19,7 @@ from dvclive import Live
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.integrations import DVCLiveCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from stages import modeling, params, tracking
 from stages.errors import cli
@@ -24,6 +27,7 @@ from stages.outputs import remove, staged
 
 TOKENIZED = Path("data/tokenized")
 OUT = Path("models")
+CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
 LIVE_DIR = "dvclive"
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
 
@@ -83,12 +87,32 @@ class TokenBudgetBatches:
         return self.count
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """group_by_length's sampler drawing each epoch's order from (seed, epoch), not from the global
+    random state: a run resumed in the middle of an epoch sees the batches an uninterrupted run saw."""
+
+    def __init__(self, *args, seed, **kwargs):
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):  # called by accelerate's data loader before each epoch
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+
 class QATrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose training batches follow a token budget when batch_tokens > 0."""
+    """Seq2SeqTrainer whose training batches follow a token budget when batch_tokens > 0, and are
+    otherwise grouped by length in an order fixed by seed and epoch."""
 
     def __init__(self, *args, batch_tokens=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            return EpochSeededLengthSampler(sampler.batch_size, lengths=sampler.lengths, seed=self.args.seed)
+        return sampler
 
     def get_train_dataloader(self):
         if not self.batch_tokens:
@@ -128,7 +152,7 @@ def training_arguments(hp, seed, output_dir, **overrides):
         dataloader_persistent_workers=cuda,
         logging_nan_inf_filter=not cuda,  # its NaN check waits for the GPU at every step
         prediction_loss_only=True,  # eval loss only: no logits of the whole validation split piling up on the GPU
-        save_strategy="no",
+        save_strategy="no",  # the train stage saves checkpoints to resume from (train.save_steps)
         seed=seed,
     )
     return Seq2SeqTrainingArguments(**{**settings, **overrides})
@@ -146,10 +170,15 @@ def main():
     if "wandb" in hp["report_to"]:
         tracking.configure_wandb()
 
+    checkpoints = CHECKPOINTS / run_key(p)
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        print(f"resuming from {resume} (an interrupted run of these params and data)")
     with staged(OUT) as tmp:
-        args = training_arguments(hp, p["seed"], tmp / "trainer", eval_strategy="epoch", logging_steps=25,
-                                  disable_tqdm=False, report_to=hp["report_to"],
-                                  run_name=os.environ.get("DVC_EXP_NAME"))
+        args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
+                                  save_strategy="steps", save_steps=hp["save_steps"],
+                                  save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
+                                  report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"))
         trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                             processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
                             batch_tokens=hp["batch_tokens"])
@@ -159,9 +188,32 @@ def main():
         # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits
         with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True) as live:
             trainer.add_callback(LiveCallback(live=live))
-            trainer.train()
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_model(str(tmp))  # safetensors weights, config, generation config, tokenizer
-        remove(tmp / "trainer")
+    remove(checkpoints)  # done: nothing left to resume
+
+
+def run_key(p):
+    """Names a run's checkpoint folder after its params and data: a run resumes only its own checkpoints."""
+    digest = hashlib.sha256(json.dumps([p["seed"], p["model"], {k: v for k, v in p["train"].items()
+                                                               if k != "report_to"}], sort_keys=True).encode())
+    for path in sorted(TOKENIZED.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(TOKENIZED)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def last_checkpoint(folder):
+    """The newest complete checkpoint in folder, or None. The Trainer writes trainer_state.json last,
+    so a checkpoint a kill cut short has none (or a broken one) and is passed over."""
+    def complete(checkpoint):
+        try:
+            return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] > 0
+        except (OSError, ValueError, KeyError):
+            return False
+    done = [c for c in folder.glob("checkpoint-*") if c.name.split("-")[1].isdigit() and complete(c)]
+    return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
 if __name__ == "__main__":

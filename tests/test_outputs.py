@@ -1,8 +1,14 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from stages.outputs import staged, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_staged_replaces_the_old_output_only_on_success(tmp_path):
@@ -26,3 +32,18 @@ def test_staged_replaces_the_old_output_only_on_success(tmp_path):
 def test_write_json_creates_parents(tmp_path):
     write_json(tmp_path / "a" / "b.json", {"x": 1.5})
     assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": 1.5}
+
+
+def test_a_kill_mid_write_leaves_the_previous_predictions(tmp_path):
+    """The evaluate stage writes its predictions with write_jsonl: SIGKILL one mid-write."""
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"id": "old"}\n')
+    writer = subprocess.Popen([sys.executable, "-c", f"from stages.outputs import write_jsonl; write_jsonl("
+                               f"{str(path)!r}, ({{'id': i, 'prediction': 'x' * 50}} for i in range(3_000_000)))"],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    partial = tmp_path / ".test.jsonl.partial"
+    while not partial.exists() or partial.stat().st_size < 1_000_000:  # well into writing
+        assert writer.poll() is None, "the writer finished before it could be killed"
+    writer.kill()
+    writer.wait()
+    assert path.read_text() == '{"id": "old"}\n'

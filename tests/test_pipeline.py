@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,9 +50,9 @@ def commit(repo, message):
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
+def fresh_repo(tmp_path, **changes):
+    """A new copy of the project with TINY params (and changes), committed, nothing run yet."""
+    repo = tmp_path
     for name in PROJECT_FILES:
         src, dst = ROOT / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -59,10 +60,16 @@ def repo(tmp_path_factory):
          else shutil.copy(src, dst))
     p = yaml.safe_load((repo / "params.yaml").read_text())
     merge(p, TINY)
+    merge(p, changes)
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     sh(repo, "git", "init", "-q")
     commit(repo, "tiny params")
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return fresh_repo(tmp_path_factory.mktemp("repo"))
 
 
 SECRETS = {"WANDB_API_KEY": "wandb-key-planted-by-the-test-0123456789",
@@ -248,21 +255,50 @@ def test_exp_push_carries_the_experiments_model_to_the_remote(repo):
 def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
     commit(repo, "before the grid")
     sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4")
-    sh(repo, sys.executable, "-m", "dvc", "queue", "start", "-j", "1")
-    deadline = time.time() + 300
-    while re.search(r"\b(Queued|Running)\b", sh(repo, sys.executable, "-m", "dvc", "queue", "status")):
-        assert time.time() < deadline, "the queue did not finish in 5 minutes"
-        time.sleep(3)
-    status = sh(repo, sys.executable, "-m", "dvc", "queue", "status")
-    assert status.count("Success") >= 2 and "Failed" not in status, status
-    rows = list(csv.DictReader(io.StringIO(sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv"))))
-    grid = {row["train.lr"]: row for row in rows if row["train.lr"] in ("1e-4", "5e-4", "0.0001", "0.0005")}
-    assert len(grid) == 2 and all(row["exact_match"] for row in grid.values())
+    run_queue(repo, workers=1)
+    rows = grid_rows(repo)
+    assert len(rows) == 2 and all(row["exact_match"] for row in rows)
     name = next(row["Experiment"] for row in rows if row["train.lr"] in ("1e-4", "0.0001") and row["Experiment"])
     sh(repo, sys.executable, "-m", "dvc", "exp", "apply", name)
     assert float(yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]) == 1e-4
     sh(repo, sys.executable, "-m", "dvc", "exp", "branch", name, "lr-1e-4")
     assert "lr-1e-4" in sh(repo, "git", "branch")
+
+
+def run_queue(repo, workers):
+    """dvc queue start -j workers, then wait until the queue is done."""
+    sh(repo, sys.executable, "-m", "dvc", "queue", "start", "-j", str(workers))
+    deadline = time.time() + 300
+    while re.search(r"\b(Queued|Running)\b", status := sh(repo, sys.executable, "-m", "dvc", "queue", "status")):
+        assert time.time() < deadline, "the queue did not finish in 5 minutes"
+        time.sleep(1)
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+
+
+def run_interval(repo, rev):
+    """When an experiment trained: the first and last timestamps of DVCLive's system metrics (git-tracked)."""
+    tsv = sh(repo, "git", "show", f"{rev}:dvclive/plots/metrics/system/cpu/usage (%).tsv")
+    stamps = [float(line.split("\t")[0]) for line in tsv.splitlines()[1:]]
+    return min(stamps), max(stamps)
+
+
+def grid_rows(repo):
+    rows = csv.DictReader(io.StringIO(sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv")))
+    return [row for row in rows if row["train.lr"] in ("1e-4", "5e-4", "0.0001", "0.0005") and row["Experiment"]]
+
+
+def test_two_queued_experiments_run_at_once_without_interfering(repo):
+    before = {float(row["train.lr"]): row for row in grid_rows(repo)}  # the grid run one at a time, above
+    # --force: run every stage again rather than restore the same params' results from DVC's run cache
+    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "--force", "-S", "train.lr=1e-4,5e-4")
+    run_queue(repo, workers=2)
+    runs = [row for row in grid_rows(repo) if row["Experiment"] not in {r["Experiment"] for r in before.values()}]
+    assert len(runs) == 2
+    (start_a, end_a), (start_b, end_b) = (run_interval(repo, row["rev"]) for row in runs)
+    assert start_a < end_b and start_b < end_a  # they trained at the same time
+    for row in runs:  # and each ended as it did alone
+        alone = before[float(row["train.lr"])]
+        assert (row["exact_match"], row["f1"], row["rougeL"]) == (alone["exact_match"], alone["f1"], alone["rougeL"])
 
 
 def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
@@ -293,3 +329,40 @@ def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
     answered = [row["prediction"] != "" for row in predictions if row["answers"]]
     # it learned to say nothing to the question nothing answers, and only to it
     assert scores["no_answer"]["exact_match"] >= 80 and sum(answered) >= len(answered) / 2  # 100, 25 of 32 measured
+
+
+RESUMABLE = {"train": {"epochs": 8, "save_steps": 10, "keep_checkpoints": 2}}  # 200 steps, a checkpoint every 10
+
+
+def test_a_killed_training_resumes_and_ends_with_the_uninterrupted_model(tmp_path):
+    whole = fresh_repo(tmp_path / "whole", **RESUMABLE)
+    sh(whole, sys.executable, "-m", "dvc", "repro")
+
+    cut = fresh_repo(tmp_path / "cut", **RESUMABLE)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=cut, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(cut.glob("checkpoints/*/checkpoint-*/trainer_state.json")):  # a checkpoint is complete
+        assert run.poll() is None and time.monotonic() < deadline, "training ended before any checkpoint"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # pre-empted: no chance to clean up
+    run.wait()
+    assert not (cut / "models").exists()
+
+    out = sh(cut, sys.executable, "-m", "dvc", "repro")
+    step = int(re.search(r"resuming from \S*checkpoint-(\d+)", out).group(1))
+    assert 0 < step < 200
+    assert not list(cut.glob("checkpoints/*"))  # a finished run leaves nothing to resume
+    # same final model: identical weights, hence identical answers and metrics
+    assert (cut / "models" / "model.safetensors").read_bytes() == (whole / "models" / "model.safetensors").read_bytes()
+    assert (cut / "metrics" / "eval.json").read_text() == (whole / "metrics" / "eval.json").read_text()
+
+
+def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
+    repo = fresh_repo(tmp_path, **RESUMABLE)
+    stale = repo / "checkpoints" / "0123456789abcdef" / "checkpoint-10"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text('{"global_step": 10}')
+    out = sh(repo, sys.executable, "-m", "dvc", "repro")
+    assert "resuming" not in out

@@ -1,4 +1,8 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +11,8 @@ import yaml
 from stages import prepare
 from tests.conftest import squad_v1, squad_v2
 
-DEFAULTS = Path(__file__).resolve().parent.parent / "params.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ROOT / "params.yaml"
 
 
 @pytest.fixture
@@ -124,3 +129,22 @@ def test_hub_id_offline_fails_fast_with_a_hint(project, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "data.source = 'squad' needs the Hugging Face Hub" in err
     assert "point data.source at a folder" in err
+
+
+def test_a_kill_while_writing_leaves_the_previous_complete_output(project):
+    """SIGKILL once the new output's temporary folder exists: the previous output stays whole."""
+    shutil.copy(ROOT / "data" / "raw" / "train.json", project / "raw" / "train.json")  # big enough to catch
+    set_params(project, splits={"train": "train[:20000]", "validation": "train[20000:21000]", "test": "validation"})
+    prepare.main()
+    before = {path.name: path.read_bytes() for path in Path("data/prepared").iterdir()}
+    set_params(project, splits={"train": "train[:19000]", "validation": "train[20000:21000]", "test": "validation"})
+    run = subprocess.Popen([sys.executable, "-m", "stages.prepare"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not Path("data/.prepared.partial").exists():  # staged() fills this, then renames it into place
+        assert run.poll() is None, "prepare finished before it could be killed mid-write"
+    run.kill()
+    run.wait()
+    assert {path.name: path.read_bytes() for path in Path("data/prepared").iterdir()} == before
+    prepare.main()  # the next run replaces it whole and leaves no partial folder behind
+    assert len(read_jsonl("data/prepared/train.jsonl")) == 19000
+    assert sorted(p.name for p in Path("data").iterdir()) == ["prepared"]
