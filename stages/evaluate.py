@@ -46,6 +46,13 @@ def breakdown(rows, key, name):
             for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))]
 
 
+def rounded(value, digits):
+    """Floats rounded, in nested dicts too (has_answer, no_answer, long_contexts)."""
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def long_contexts(ids, chosen, per_question):
     """EM and F1 on the questions whose context was read as several windows, and how many of their
     answers differ from the first window's (what plain truncation would have answered)."""
@@ -53,8 +60,8 @@ def long_contexts(ids, chosen, per_question):
     if not windowed:
         return {"questions": 0}
     return {"questions": len(windowed),
-            "exact_match": round(sum(per_question[q]["exact_match"] for q in windowed) / len(windowed), 4),
-            "f1": round(sum(per_question[q]["f1"] for q in windowed) / len(windowed), 4),
+            "exact_match": sum(per_question[q]["exact_match"] for q in windowed) / len(windowed),
+            "f1": sum(per_question[q]["f1"] for q in windowed) / len(windowed),
             "answers_changed_by_windowing": sum(chosen[q][0] != chosen[q][1] for q in windowed)}
 
 
@@ -83,8 +90,8 @@ def main():
                breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
     write_json(BREAKDOWNS / "answer_length.json",
                breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
-    write_json(METRICS_FILE, {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
-    print({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()})
+    write_json(METRICS_FILE, rounded(summary, 4))
+    print(rounded(summary, 2))
     if "wandb" in p["train"]["report_to"]:
         tracking.log_evaluation(summary, p)
 

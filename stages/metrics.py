@@ -63,7 +63,9 @@ def score_question(prediction, golds):
         rouge = _rouge.score(gold, prediction)  # rouge_score takes (target, prediction)
         scores = {"exact_match": exact_match(prediction, gold), "f1": f1,
                   "precision": precision, "recall": recall}
-        scores.update({name: rouge[name].fmeasure for name in ROUGE_TYPES})
+        # rouge_score gives 0 to "" against "": the right answer to an unanswerable question scores 1
+        scores.update({name: rouge[name].fmeasure if gold.strip() or prediction.strip() else 1.0
+                       for name in ROUGE_TYPES})
         for name in METRICS:
             best[name] = max(best[name], 100.0 * scores[name])
     return best

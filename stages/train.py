@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import datasets
@@ -147,6 +148,7 @@ def training_arguments(hp, seed, output_dir, **overrides):
         tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,  # Ampere and newer
         optim="adamw_torch_fused",
         # on a GPU, workers pad the next batches meanwhile (256 examples: ~25 ms); on a CPU they take its cores
+        use_cpu=not cuda,  # several CPU processes under `accelerate launch` then train with gloo
         dataloader_num_workers=4 if cuda else 0,
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=cuda,
@@ -166,31 +168,37 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])
     model = modeling.build_model(p["model"], tokenizer)
-    print(f"model: {p['model']['name']}, {model.num_parameters():,} parameters")
     if "wandb" in hp["report_to"]:
         tracking.configure_wandb()
 
     checkpoints = CHECKPOINTS / run_key(p)
     resume = last_checkpoint(checkpoints)
-    if resume:
-        print(f"resuming from {resume} (an interrupted run of these params and data)")
-    with staged(OUT) as tmp:
-        args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
-                                  save_strategy="steps", save_steps=hp["save_steps"],
-                                  save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
-                                  report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"))
-        trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-                            processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                            batch_tokens=hp["batch_tokens"])
-        # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
-        trainer.remove_callback(DVCLiveCallback)
+    args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
+                              save_strategy="steps", save_steps=hp["save_steps"],
+                              save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
+                              report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"))
+    trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+                        processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+                        batch_tokens=hp["batch_tokens"])
+    # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
+    trainer.remove_callback(DVCLiveCallback)
+    main_process = trainer.is_world_process_zero()  # under `accelerate launch`, only it logs and writes
+    if main_process:
+        print(f"model: {p['model']['name']}, {model.num_parameters():,} parameters, "
+              f"{trainer.args.world_size} process(es)")
+        if resume:
+            print(f"resuming from {resume} (an interrupted run of these params and data)")
         monitor_gpu_only_with_nvml()
-        # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits
-        with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True) as live:
+    # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits
+    logger = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True) if main_process else nullcontext()
+    with logger as live:
+        if live:
             trainer.add_callback(LiveCallback(live=live))
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        trainer.save_model(str(tmp))  # safetensors weights, config, generation config, tokenizer
-    remove(checkpoints)  # done: nothing left to resume
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if main_process:
+        with staged(OUT) as tmp:
+            trainer.save_model(str(tmp))  # safetensors weights, config, generation config, tokenizer
+        remove(checkpoints)  # done: nothing left to resume
 
 
 def run_key(p):

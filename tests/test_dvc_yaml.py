@@ -26,6 +26,7 @@ def project_imports(module, seen=None):
 def test_each_stage_depends_on_exactly_the_modules_it_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        assert stage["cmd"] == f"python -m stages.{name}"
+        launcher = "${train.launcher}" if name == "train" else "python"
+        assert stage["cmd"] == f"{launcher} -m stages.{name}"
         declared = {d for d in stage["deps"] if d.startswith("stages/")}
         assert declared == project_imports(name), name

@@ -102,6 +102,7 @@ def test_empty_prediction_scores_zero():
 
 def test_without_golds_only_the_empty_answer_is_right():  # SQuAD v2.0's unanswerable questions
     assert score_question("", [])["exact_match"] == 100.0 and score_question("", [])["f1"] == 100.0
+    assert score_question("", [])["rougeL"] == 100.0 and score_question("Paris", [])["rougeL"] == 0.0
     assert score_question("Paris", [])["exact_match"] == 0.0 and score_question("Paris", [])["f1"] == 0.0
 
 

@@ -62,6 +62,11 @@ def test_missing_and_broken_files(tmp_path):
         params.load(tmp_path / "params.yaml")
 
 
+def test_a_stride_too_small_to_share_words_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="tokenize.stride = 0 is not an integer >= 8"):
+        params.load(edited(tmp_path, lambda p: p["tokenize"].update(stride=0)))
+
+
 def test_a_stride_too_large_for_the_source_budget_is_an_error(tmp_path):
     path = edited(tmp_path, lambda p: p["tokenize"].update(stride=256, max_source_length=512))
     with pytest.raises(InputError, match="tokenize.stride: .* under half of tokenize.max_source_length"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import AutoModelForSeq2SeqLM
 
 from stages.metrics import METRICS
 
@@ -366,3 +367,16 @@ def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
     (stale / "trainer_state.json").write_text('{"global_step": 10}')
     out = sh(repo, sys.executable, "-m", "dvc", "repro")
     assert "resuming" not in out
+
+
+def test_two_cpu_processes_train_together_and_only_the_main_one_writes(tmp_path):
+    repo = fresh_repo(tmp_path, train={"epochs": 4, "launcher": "accelerate launch --multi_gpu --num_processes 2 --main_process_port 29611"})
+    out = sh(repo, sys.executable, "-m", "dvc", "repro")
+    assert "2 process(es)" in out and out.count("model: scratch") == 1  # DDP over gloo; one process speaks
+    losses = [float(line.split("\t")[-1]) for line in
+              (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and losses[-1] < losses[0]  # 50 steps of 2 x 16 examples, logged every 25, once
+    model = AutoModelForSeq2SeqLM.from_pretrained(repo / "models")
+    assert model.num_parameters() > 0
+    assert json.loads((repo / "metrics/eval.json").read_text())["questions"] == 60
+    assert not list(repo.glob("checkpoints/*")) and not list(repo.glob(".models.partial"))
