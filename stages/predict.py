@@ -45,7 +45,7 @@ def answer(model, tokenizer, rows, tokenize_params, evaluate_params):
     per_question = windows.split(tokenizer, [row["question"] for row in rows], [row["context"] for row in rows],
                                  tokenize_params["max_source_length"], tokenize_params["stride"])
     ids = [i for i, question_windows in enumerate(per_question) for _ in question_windows]
-    input_ids = [ids for question_windows in per_question for ids, _, _ in question_windows]
+    input_ids = [window_ids for question_windows in per_question for window_ids, _, _ in question_windows]
     chosen = windows.answer(model, tokenizer, ids, input_ids, evaluate_params["batch_size"],
                             evaluate_params["max_new_tokens"], evaluate_params["extractive"])
     return [chosen[i][0] for i in range(len(rows))]

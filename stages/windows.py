@@ -34,10 +34,10 @@ def split(tokenizer, questions, contexts, max_source_length, stride):
                              f"{max_source_length} tokens to its context; lower tokenize.stride")
         bounds = [words(context, spans[s][0], spans[min(s + room, len(spans)) - 1][1])
                   for s in range(0, max(len(spans) - stride, 1), room - stride)]
-        windows = tokenizer([prefix + context[first:end] for first, end in bounds], max_length=max_source_length,
-                            truncation=True, return_offsets_mapping=True)
-        out.append([(ids, first, first + max(b for _, b in offsets) - len(prefix))  # the end truncation kept
-                    for (first, _), ids, offsets in zip(bounds, windows["input_ids"], windows["offset_mapping"])])
+        cut = tokenizer([prefix + context[first:end] for first, end in bounds], max_length=max_source_length,
+                        truncation=True, return_offsets_mapping=True)
+        out.append([(window_ids, first, first + max(b for _, b in window_offsets) - len(prefix))  # what was kept
+                    for (first, _), window_ids, window_offsets in zip(bounds, cut["input_ids"], cut["offset_mapping"])])
     return out
 
 
