@@ -12,13 +12,13 @@ import datasets
 
 from stages import metrics, modeling, params, tracking, windows
 from stages.errors import cli
-from stages.outputs import write_json, write_jsonl
+from stages.outputs import staged, write_json, write_jsonl
 
 TEST_ROWS = Path("data/prepared/test.jsonl")
 TEST_INPUTS = Path("data/tokenized/test")
 MODEL = Path("models")
 METRICS_FILE = Path("metrics/eval.json")
-PREDICTIONS = Path("data/predictions/test.jsonl")
+PREDICTIONS = Path("data/predictions")
 BREAKDOWNS = Path("metrics/breakdown")  # error-analysis plots (dvc.yaml: plots)
 QUESTION_WORDS = ("what", "when", "where", "which", "who", "whom", "whose", "why", "how")
 
@@ -85,11 +85,12 @@ def main():
         "prediction": predictions.get(row["id"], ""),
         "exact_match": per_question[row["id"]]["exact_match"], "f1": per_question[row["id"]]["f1"],
     } for row in questions]
-    write_jsonl(PREDICTIONS, rows)
-    write_json(BREAKDOWNS / "question_word.json",
-               breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
-    write_json(BREAKDOWNS / "answer_length.json",
-               breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
+    # each output folder is filled aside and moved into place whole; the metrics come last
+    with staged(PREDICTIONS) as tmp:
+        write_jsonl(tmp / "test.jsonl", rows)
+    with staged(BREAKDOWNS) as tmp:
+        write_json(tmp / "question_word.json", breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
+        write_json(tmp / "answer_length.json", breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
     write_json(METRICS_FILE, rounded(summary, 4))
     print(rounded(summary, 2))
     if "wandb" in p["train"]["report_to"]:

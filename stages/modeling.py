@@ -1,6 +1,7 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
 import re
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,6 +16,7 @@ from stages.errors import InputError
 
 SCRATCH = "scratch"
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
+PREFETCH = 2  # generation batches padded ahead of the one the model answers
 
 
 def is_scratch(model_params):
@@ -166,8 +168,11 @@ def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive
 
     answers = [None] * len(input_ids)
     with ThreadPoolExecutor(1) as pool:
-        for batch, (inputs, spans) in zip(batches, tqdm(pool.map(prepare, batches), total=len(batches),
-                                                        desc="generating", unit="batch")):
+        ahead = deque(pool.submit(prepare, batch) for batch in batches[:PREFETCH])  # bounded: memory stays flat
+        for n, batch in enumerate(tqdm(batches, desc="generating", unit="batch")):
+            inputs, spans = ahead.popleft().result()
+            if n + PREFETCH < len(batches):
+                ahead.append(pool.submit(prepare, batches[n + PREFETCH]))
             processors = LogitsProcessorList()
             if extractive:
                 processors.append(CopySpan(spans.to(model.device), tokenizer.eos_token_id, prompt_length))

@@ -12,14 +12,20 @@ def staged(path):
     """Yield a temporary sibling of `path` to fill; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial(path)
     remove(tmp)
     try:
         yield tmp
-        remove(path)
+        if path.is_dir():  # os.replace swaps files atomically, but cannot replace a non-empty folder
+            remove(path)
         os.replace(tmp, path)
     finally:
         remove(tmp)
+
+
+def partial(path):
+    """Where staged() fills `path`: a hidden sibling, on the same file system so the rename is atomic."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def remove(path):

@@ -16,6 +16,7 @@ import datasets
 import dvclive.monitor_system
 import pynvml
 import torch
+from accelerate.utils import broadcast_object_list
 from dvclive import Live
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
@@ -23,8 +24,8 @@ from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from stages import modeling, params, tracking
-from stages.errors import cli
-from stages.outputs import remove, staged
+from stages.errors import InputError, cli
+from stages.outputs import partial, remove, staged
 
 TOKENIZED = Path("data/tokenized")
 OUT = Path("models")
@@ -65,7 +66,7 @@ class TokenBudgetBatches:
         self.seed, self.epoch = seed, 0
         self.count = len(self.batches())
 
-    def set_epoch(self, epoch):  # called by the Trainer (through accelerate) before each epoch
+    def set_epoch(self, epoch):  # QATrainer._run_epoch
         self.epoch = epoch
 
     def batches(self):
@@ -97,7 +98,7 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
         self.seed = seed
         self.set_epoch(0)
 
-    def set_epoch(self, epoch):  # called by accelerate's data loader before each epoch
+    def set_epoch(self, epoch):
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
@@ -108,12 +109,22 @@ class QATrainer(Seq2SeqTrainer):
     def __init__(self, *args, batch_tokens=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
+        self.epoch_sampler = None  # the training order's sampler, once the data loader is built
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
-            return EpochSeededLengthSampler(sampler.batch_size, lengths=sampler.lengths, seed=self.args.seed)
+            self.epoch_sampler = EpochSeededLengthSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                          seed=self.args.seed)
+            return self.epoch_sampler
         return sampler
+
+    def _run_epoch(self, *args, epoch, **kwargs):
+        # accelerate's set_epoch misses a sampler behind both its process shard and its resume skipper
+        # (several processes, resumed mid-epoch), so each epoch's order is set here, where the epoch is known
+        if self.epoch_sampler is not None:
+            self.epoch_sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, epoch=epoch, **kwargs)
 
     def get_train_dataloader(self):
         if not self.batch_tokens:
@@ -124,11 +135,12 @@ class QATrainer(Seq2SeqTrainer):
             sources = data["input_ids"]
         else:  # a list of examples (bench/throughput.py)
             sources = [row["input_ids"] for row in data]
-        batches = TokenBudgetBatches([len(ids) for ids in sources], self.args.per_device_train_batch_size,
-                                     self.batch_tokens, self.args.seed)
+        self.epoch_sampler = TokenBudgetBatches([len(ids) for ids in sources], self.args.per_device_train_batch_size,
+                                                self.batch_tokens, self.args.seed)
         return self.accelerator.prepare(DataLoader(
-            data, batch_sampler=batches, collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory, persistent_workers=self.args.dataloader_persistent_workers))
+            data, batch_sampler=self.epoch_sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers))
 
 
 def training_arguments(hp, seed, output_dir, **overrides):
@@ -172,7 +184,6 @@ def main():
         tracking.configure_wandb()
 
     checkpoints = CHECKPOINTS / run_key(p)
-    resume = last_checkpoint(checkpoints)
     args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
                               save_strategy="steps", save_steps=hp["save_steps"],
                               save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
@@ -183,6 +194,8 @@ def main():
     # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
     trainer.remove_callback(DVCLiveCallback)
     main_process = trainer.is_world_process_zero()  # under `accelerate launch`, only it logs and writes
+    # all processes resume the main one's choice (several machines: checkpoints/ on a shared file system)
+    resume = broadcast_object_list([last_checkpoint(checkpoints)])[0]
     if main_process:
         print(f"model: {p['model']['name']}, {model.num_parameters():,} parameters, "
               f"{trainer.args.world_size} process(es)")
@@ -195,9 +208,13 @@ def main():
         if live:
             trainer.add_callback(LiveCallback(live=live))
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    # safetensors weights, config, generation config, tokenizer; every process joins in (FSDP gathers
+    # the weights from all of them), the main one writes
+    with staged(OUT) if main_process else nullcontext(partial(OUT)) as tmp:
+        trainer.save_model(str(tmp))
+        if main_process and not list(tmp.glob("*.safetensors")):  # FSDP's default, sharded state dicts
+            raise InputError("train.launcher: FSDP saved no whole model; add --fsdp_state_dict_type FULL_STATE_DICT")
     if main_process:
-        with staged(OUT) as tmp:
-            trainer.save_model(str(tmp))  # safetensors weights, config, generation config, tokenizer
         remove(checkpoints)  # done: nothing left to resume
 
 

@@ -110,3 +110,23 @@ def test_extractive_generation_answers_with_spans_of_the_input(tokenizer):
     for answer, ids in zip(copied, inputs):  # a span, up to the spacing of punctuation
         assert answer
         assert answer.replace(" ", "") in tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "")
+
+
+def test_a_checkpoint_with_pickled_weights_only_is_refused(tmp_path, tokenizer):
+    """Loading a pickle can run code: model.name folders must hold safetensors."""
+    model = modeling.build_model(SCRATCH, tokenizer)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(InputError, match=f"model.name = '{tmp_path}': cannot load .*no file named model.safetensors"):
+        modeling.build_model({"name": str(tmp_path)}, tokenizer)
+
+
+def test_a_checkpoint_asking_to_run_its_own_code_is_refused_without_running_it(tmp_path, tokenizer):
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                      "from transformers import PreTrainedModel as Model, PretrainedConfig as Config\n")
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "evil", "auto_map": {"AutoConfig": "evil.Config", "AutoModelForSeq2SeqLM": "evil.Model"}}')
+    with pytest.raises(InputError, match="model.name = .*: cannot load"):
+        modeling.build_model({"name": str(tmp_path)}, tokenizer)
+    assert not marker.exists()

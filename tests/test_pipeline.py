@@ -105,6 +105,48 @@ def test_repro_trains_and_evaluates(repo):
         assert not any(secret.encode() in content for secret in SECRETS.values()), path
 
 
+EVALUATE_OUTPUTS = ["data/predictions", "metrics/breakdown", "metrics/eval.json"]
+# SIGKILL the evaluate stage as it opens the k-th temporary file to write, or renames the k-th into place
+KILL_AT = """
+import os, signal, sys
+seen = 0
+def kill_at(event, args):
+    global seen
+    if event == sys.argv[1] and ".partial" in str(args[0]) and (event != "open" or "w" in (args[1] or "")):
+        seen += 1
+        if seen == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(kill_at)
+from stages import evaluate
+evaluate.main()
+"""
+
+
+def contents(repo, output):
+    path = repo / output
+    files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []
+    return {str(f.relative_to(repo)): f.read_bytes() for f in files}
+
+
+# writes (open of a temporary file) and renames into place: predictions, breakdown (2 files), metrics
+KILLS = [("open", 1), ("os.rename", 2), ("open", 3), ("open", 4), ("os.rename", 6)]
+
+
+def test_a_killed_evaluate_leaves_each_output_whole_or_absent(repo):
+    """Killed while writing each output, or just before renaming it into place, evaluate leaves it as it
+    was (a folder may be gone, killed between removing the old one and renaming the new): never half-written."""
+    before = {output: contents(repo, output) for output in EVALUATE_OUTPUTS}
+    for event, k in KILLS:
+        run = subprocess.run([sys.executable, "-c", KILL_AT, event, str(k)], cwd=repo, capture_output=True)
+        assert run.returncode == -signal.SIGKILL, f"{event} #{k} never happened: {run.stderr.decode()[-2000:]}"
+        for output in EVALUATE_OUTPUTS:
+            assert contents(repo, output) in (before[output], {}), (event, k, output)
+        assert contents(repo, "metrics/eval.json") == before["metrics/eval.json"]  # a file is swapped atomically
+    sh(repo, sys.executable, "-m", "stages.evaluate")
+    assert {output: contents(repo, output) for output in EVALUATE_OUTPUTS} == before
+    assert not list(repo.rglob("*.partial"))  # the next run clears what the kills left
+
+
 def test_changing_the_learning_rate_reruns_only_train_and_evaluate(repo):
     commit(repo, "baseline")
     out = sh(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=3e-4")
@@ -332,32 +374,62 @@ def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
     assert scores["no_answer"]["exact_match"] >= 80 and sum(answered) >= len(answered) / 2  # 100, 25 of 32 measured
 
 
-RESUMABLE = {"train": {"epochs": 8, "save_steps": 10, "keep_checkpoints": 2}}  # 200 steps, a checkpoint every 10
+RESUMABLE = {"train": {"epochs": 8, "save_steps": 10, "keep_checkpoints": 2}}
+TWO_PROCESSES = "accelerate launch --multi_gpu --num_processes 2 --main_process_port {port}"  # DDP over gloo
 
 
-def test_a_killed_training_resumes_and_ends_with_the_uninterrupted_model(tmp_path):
-    whole = fresh_repo(tmp_path / "whole", **RESUMABLE)
-    sh(whole, sys.executable, "-m", "dvc", "repro")
+def pull_the_plug(repo):
+    """SIGKILL every process working in repo, as a pre-empted machine would: torchrun starts its
+    workers in sessions of their own, so killing dvc's process group alone would leave them running."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == repo.resolve():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:  # gone already, or not ours
+            pass
 
-    cut = fresh_repo(tmp_path / "cut", **RESUMABLE)
+
+def checkpoint_epoch(checkpoint):
+    return json.loads((checkpoint / "trainer_state.json").read_text())["epoch"]
+
+
+@pytest.mark.parametrize("launcher", ["python", TWO_PROCESSES.format(port=29611)])
+def test_a_killed_training_resumes_mid_epoch_and_ends_with_the_uninterrupted_model(tmp_path, launcher):
+    from stages.train import last_checkpoint
+    params = {"train": {**RESUMABLE["train"], "launcher": launcher}}
+    whole = fresh_repo(tmp_path / "whole", **params)
+    out = sh(whole, sys.executable, "-m", "dvc", "repro")
+    processes = 1 if launcher == "python" else 2
+    assert f"{processes} process(es)" in out and out.count("model: scratch") == 1  # only the main process speaks
+    losses = [line.split("\t") for line in (whole / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert len({step for step, _ in losses}) == len(losses) > 1  # each step logged once
+    assert float(losses[-1][1]) < float(losses[0][1])  # it learns
+    assert not list(whole.glob("checkpoints/*")) and not list(whole.glob(".*.partial"))
+
+    cut = fresh_repo(tmp_path / "cut", **params)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=cut, env=env, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not list(cut.glob("checkpoints/*/checkpoint-*/trainer_state.json")):  # a checkpoint is complete
-        assert run.poll() is None and time.monotonic() < deadline, "training ended before any checkpoint"
+    # pre-empted in the middle of a later epoch, whose batch order must be that epoch's again
+    while not (cut / "checkpoints").exists() or not any(
+            checkpoint_epoch(last_checkpoint(key)) > 1 for key in (cut / "checkpoints").iterdir()
+            if last_checkpoint(key)):
+        assert run.poll() is None and time.monotonic() < deadline, "training ended before a checkpoint in epoch 2"
         time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # pre-empted: no chance to clean up
+    pull_the_plug(cut)
     run.wait()
     assert not (cut / "models").exists()
+    resumable = last_checkpoint(next((cut / "checkpoints").iterdir()))
+    assert 1 < checkpoint_epoch(resumable) < 2, checkpoint_epoch(resumable)
 
     out = sh(cut, sys.executable, "-m", "dvc", "repro")
-    step = int(re.search(r"resuming from \S*checkpoint-(\d+)", out).group(1))
-    assert 0 < step < 200
+    assert f"resuming from {resumable.relative_to(cut)}" in out
     assert not list(cut.glob("checkpoints/*"))  # a finished run leaves nothing to resume
     # same final model: identical weights, hence identical answers and metrics
     assert (cut / "models" / "model.safetensors").read_bytes() == (whole / "models" / "model.safetensors").read_bytes()
     assert (cut / "metrics" / "eval.json").read_text() == (whole / "metrics" / "eval.json").read_text()
+    assert AutoModelForSeq2SeqLM.from_pretrained(cut / "models").num_parameters() > 0
 
 
 def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
@@ -367,16 +439,3 @@ def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
     (stale / "trainer_state.json").write_text('{"global_step": 10}')
     out = sh(repo, sys.executable, "-m", "dvc", "repro")
     assert "resuming" not in out
-
-
-def test_two_cpu_processes_train_together_and_only_the_main_one_writes(tmp_path):
-    repo = fresh_repo(tmp_path, train={"epochs": 4, "launcher": "accelerate launch --multi_gpu --num_processes 2 --main_process_port 29611"})
-    out = sh(repo, sys.executable, "-m", "dvc", "repro")
-    assert "2 process(es)" in out and out.count("model: scratch") == 1  # DDP over gloo; one process speaks
-    losses = [float(line.split("\t")[-1]) for line in
-              (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
-    assert len(losses) == 2 and losses[-1] < losses[0]  # 50 steps of 2 x 16 examples, logged every 25, once
-    model = AutoModelForSeq2SeqLM.from_pretrained(repo / "models")
-    assert model.num_parameters() > 0
-    assert json.loads((repo / "metrics/eval.json").read_text())["questions"] == 60
-    assert not list(repo.glob("checkpoints/*")) and not list(repo.glob(".models.partial"))
