@@ -75,8 +75,8 @@ def from_pretrained(cls, name, **kwargs):
     folder = hub.local_path(name, "model.name")
     if folder is None:
         hub.require_hub(name, "model.name", "point model.name at a local checkpoint folder")
-    try:
-        return cls.from_pretrained(folder or name, **kwargs)
+    try:  # never a checkpoint's own code: left unset, transformers would ask on a terminal whether to run it
+        return cls.from_pretrained(folder or name, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as e:
         raise InputError(f"model.name = {name!r}: cannot load {cls.__name__} ({str(e).splitlines()[0]})") from None
 
@@ -85,9 +85,10 @@ def load_trained(folder):
     """The model and tokenizer the train stage saved in `folder`: on the GPU in bf16 when there is one."""
     if not (folder / "config.json").exists():
         raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     avoid_cudnn_attention()
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, attn_implementation="sdpa",
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                                  attn_implementation="sdpa",
                                                   dtype=torch.bfloat16 if bf16_supported() else torch.float32)
     return model.to(device()), tokenizer
 

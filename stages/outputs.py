@@ -12,7 +12,7 @@ def staged(path):
     """Yield a temporary sibling of `path` to fill; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial(path)
+    tmp = staging_path(path)
     remove(tmp)
     try:
         yield tmp
@@ -23,7 +23,7 @@ def staged(path):
         remove(tmp)
 
 
-def partial(path):
+def staging_path(path):
     """Where staged() fills `path`: a hidden sibling, on the same file system so the rename is atomic."""
     return path.with_name(f".{path.name}.partial")
 

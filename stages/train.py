@@ -5,10 +5,13 @@ memory) with DVCLive to dvclive/, and to Weights & Biases when train.report_to n
 writes the model (safetensors), its tokenizer and generation config to models/.
 """
 
+import ctypes
 import hashlib
 import json
 import os
 import random
+import signal
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,12 +28,13 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from stages import modeling, params, tracking
 from stages.errors import InputError, cli
-from stages.outputs import partial, remove, staged
+from stages.outputs import remove, staged, staging_path
 
 TOKENIZED = Path("data/tokenized")
 OUT = Path("models")
 CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
 LIVE_DIR = "dvclive"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
 
 
@@ -66,7 +70,7 @@ class TokenBudgetBatches:
         self.seed, self.epoch = seed, 0
         self.count = len(self.batches())
 
-    def set_epoch(self, epoch):  # QATrainer._run_epoch
+    def set_epoch(self, epoch):  # accelerate's data loader, and QATrainer._run_epoch where it cannot
         self.epoch = epoch
 
     def batches(self):
@@ -172,8 +176,16 @@ def training_arguments(hp, seed, output_dir, **overrides):
     return Seq2SeqTrainingArguments(**{**settings, **overrides})
 
 
+def die_with_the_launcher():
+    """torchrun starts its workers in sessions of their own: without this, a launcher killed with
+    SIGKILL would leave them training on, writing checkpoints a new run resumes from."""
+    if "LOCAL_RANK" in os.environ and sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @cli
 def main():
+    die_with_the_launcher()
     p = params.load()
     hp = p["train"]
     set_seed(p["seed"])
@@ -193,9 +205,12 @@ def main():
                         batch_tokens=hp["batch_tokens"])
     # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
     trainer.remove_callback(DVCLiveCallback)
+    if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):
+        raise InputError("train.launcher: FSDP's sharded checkpoints would leave models/ empty; "
+                         "add --fsdp_state_dict_type FULL_STATE_DICT")
     main_process = trainer.is_world_process_zero()  # under `accelerate launch`, only it logs and writes
     # all processes resume the main one's choice (several machines: checkpoints/ on a shared file system)
-    resume = broadcast_object_list([last_checkpoint(checkpoints)])[0]
+    resume = broadcast_object_list([last_checkpoint(checkpoints, trainer.args.world_size)])[0]
     if main_process:
         print(f"model: {p['model']['name']}, {model.num_parameters():,} parameters, "
               f"{trainer.args.world_size} process(es)")
@@ -210,10 +225,8 @@ def main():
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     # safetensors weights, config, generation config, tokenizer; every process joins in (FSDP gathers
     # the weights from all of them), the main one writes
-    with staged(OUT) if main_process else nullcontext(partial(OUT)) as tmp:
+    with staged(OUT) if main_process else nullcontext(staging_path(OUT)) as tmp:
         trainer.save_model(str(tmp))
-        if main_process and not list(tmp.glob("*.safetensors")):  # FSDP's default, sharded state dicts
-            raise InputError("train.launcher: FSDP saved no whole model; add --fsdp_state_dict_type FULL_STATE_DICT")
     if main_process:
         remove(checkpoints)  # done: nothing left to resume
 
@@ -229,17 +242,20 @@ def run_key(p):
     return digest.hexdigest()[:16]
 
 
-def last_checkpoint(folder):
-    """The newest complete checkpoint in folder, or None. The Trainer writes trainer_state.json last,
-    so a checkpoint a kill cut short has none (or a broken one) and is passed over."""
+def last_checkpoint(folder, processes=1):
+    """The newest complete checkpoint in folder, or None. Each process saves its random state, then
+    the main one writes trainer_state.json, without waiting for the others: a checkpoint counts once
+    all of these are there, so one a kill cut short is passed over."""
+    rng_states = ["rng_state.pth"] if processes == 1 else [f"rng_state_{rank}.pth" for rank in range(processes)]
+
     def complete(checkpoint):
         try:
-            return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] > 0
+            started = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] > 0
         except (OSError, ValueError, KeyError):
             return False
+        return started and all((checkpoint / name).is_file() for name in rng_states)
     done = [c for c in folder.glob("checkpoint-*") if c.name.split("-")[1].isdigit() and complete(c)]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
-
 
 if __name__ == "__main__":
     main()

@@ -121,7 +121,8 @@ def test_a_checkpoint_with_pickled_weights_only_is_refused(tmp_path, tokenizer):
         modeling.build_model({"name": str(tmp_path)}, tokenizer)
 
 
-def test_a_checkpoint_asking_to_run_its_own_code_is_refused_without_running_it(tmp_path, tokenizer):
+def test_a_checkpoint_asking_to_run_its_own_code_is_refused_without_running_it(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda prompt="": "y")  # a user at a terminal who says yes
     marker = tmp_path / "ran"
     (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
                                       "from transformers import PreTrainedModel as Model, PretrainedConfig as Config\n")

@@ -235,13 +235,17 @@ def test_push_then_a_fresh_clone_pulls_identical_artifacts(repo):
     assert "Data and pipelines are up to date" in sh(clone, sys.executable, "-m", "dvc", "status")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def s3_server(tmp_path):
     """moto's S3-compatible server on a free port of 127.0.0.1, with a bucket and test credentials."""
     import boto3
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
@@ -378,28 +382,28 @@ RESUMABLE = {"train": {"epochs": 8, "save_steps": 10, "keep_checkpoints": 2}}
 TWO_PROCESSES = "accelerate launch --multi_gpu --num_processes 2 --main_process_port {port}"  # DDP over gloo
 
 
-def pull_the_plug(repo):
-    """SIGKILL every process working in repo, as a pre-empted machine would: torchrun starts its
-    workers in sessions of their own, so killing dvc's process group alone would leave them running."""
+def processes_in(repo):
+    pids = []
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == repo.resolve():
-                os.kill(int(proc.name), signal.SIGKILL)
+                pids.append(int(proc.name))
         except OSError:  # gone already, or not ours
             pass
+    return pids
 
 
 def checkpoint_epoch(checkpoint):
     return json.loads((checkpoint / "trainer_state.json").read_text())["epoch"]
 
 
-@pytest.mark.parametrize("launcher", ["python", TWO_PROCESSES.format(port=29611)])
-def test_a_killed_training_resumes_mid_epoch_and_ends_with_the_uninterrupted_model(tmp_path, launcher):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_killed_training_resumes_mid_epoch_and_ends_with_the_uninterrupted_model(tmp_path, processes):
     from stages.train import last_checkpoint
+    launcher = "python" if processes == 1 else TWO_PROCESSES.format(port=free_port())
     params = {"train": {**RESUMABLE["train"], "launcher": launcher}}
     whole = fresh_repo(tmp_path / "whole", **params)
     out = sh(whole, sys.executable, "-m", "dvc", "repro")
-    processes = 1 if launcher == "python" else 2
     assert f"{processes} process(es)" in out and out.count("model: scratch") == 1  # only the main process speaks
     losses = [line.split("\t") for line in (whole / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
     assert len({step for step, _ in losses}) == len(losses) > 1  # each step logged once
@@ -413,14 +417,18 @@ def test_a_killed_training_resumes_mid_epoch_and_ends_with_the_uninterrupted_mod
     deadline = time.monotonic() + 300
     # pre-empted in the middle of a later epoch, whose batch order must be that epoch's again
     while not (cut / "checkpoints").exists() or not any(
-            checkpoint_epoch(last_checkpoint(key)) > 1 for key in (cut / "checkpoints").iterdir()
-            if last_checkpoint(key)):
+            checkpoint_epoch(last_checkpoint(key, processes)) > 1 for key in (cut / "checkpoints").iterdir()
+            if last_checkpoint(key, processes)):
         assert run.poll() is None and time.monotonic() < deadline, "training ended before a checkpoint in epoch 2"
         time.sleep(0.05)
-    pull_the_plug(cut)
+    os.killpg(run.pid, signal.SIGKILL)  # dvc and the launcher, with no chance to clean up ...
     run.wait()
+    deadline = time.monotonic() + 10
+    while processes_in(cut):  # ... and torchrun's workers, in sessions of their own, die with their launcher
+        assert time.monotonic() < deadline, "training processes outlived their launcher"
+        time.sleep(0.1)
     assert not (cut / "models").exists()
-    resumable = last_checkpoint(next((cut / "checkpoints").iterdir()))
+    resumable = last_checkpoint(next((cut / "checkpoints").iterdir()), processes)
     assert 1 < checkpoint_epoch(resumable) < 2, checkpoint_epoch(resumable)
 
     out = sh(cut, sys.executable, "-m", "dvc", "repro")
@@ -437,5 +445,6 @@ def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
     stale = repo / "checkpoints" / "0123456789abcdef" / "checkpoint-10"
     stale.mkdir(parents=True)
     (stale / "trainer_state.json").write_text('{"global_step": 10}')
+    (stale / "rng_state.pth").write_bytes(b"")  # complete, but of other params
     out = sh(repo, sys.executable, "-m", "dvc", "repro")
     assert "resuming" not in out

@@ -125,3 +125,20 @@ def test_evaluation_keeps_the_loss_and_no_logits(tmp_path):
                               data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
     output = trainer.predict(datasets.Dataset.from_list(rows()))
     assert output.predictions is None and output.metrics["test_loss"] > 0
+
+
+def test_the_last_checkpoint_is_the_newest_that_every_process_finished(tmp_path):
+    def checkpoint(step, state='{"global_step": 1}', ranks=(0, 1)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(state)
+        for rank in ranks:
+            (folder / f"rng_state_{rank}.pth").write_bytes(b"")
+    checkpoint(10)
+    checkpoint(20)
+    checkpoint(30, ranks=(0,))  # killed before process 1 saved its random state
+    checkpoint(40, state='{"global_st')  # killed while the main process wrote its state
+    (tmp_path / "checkpoint-50").mkdir()  # killed before anything was written
+    assert train.last_checkpoint(tmp_path, processes=2) == tmp_path / "checkpoint-20"
+    assert train.last_checkpoint(tmp_path, processes=1) is None  # one process writes rng_state.pth
+    assert train.last_checkpoint(tmp_path / "none", processes=1) is None
