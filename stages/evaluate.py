@@ -89,8 +89,10 @@ def main():
     with staged(PREDICTIONS) as tmp:
         write_jsonl(tmp / "test.jsonl", rows)
     with staged(BREAKDOWNS) as tmp:
-        write_json(tmp / "question_word.json", breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
-        write_json(tmp / "answer_length.json", breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
+        write_json(tmp / "question_word.json",
+                   breakdown(rows, lambda r: question_word(r["question"]), "question_word"))
+        write_json(tmp / "answer_length.json",
+                   breakdown(rows, lambda r: answer_length(r["answers"]), "answer_length"))
     write_json(METRICS_FILE, rounded(summary, 4))
     print(rounded(summary, 2))
     if "wandb" in p["train"]["report_to"]:
