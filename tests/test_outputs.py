@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.outputs import staged, write_json
+from stages.outputs import staged, staging_path, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def test_a_kill_mid_write_leaves_the_previous_predictions(tmp_path):
     writer = subprocess.Popen([sys.executable, "-c", f"from stages.outputs import write_jsonl; write_jsonl("
                                f"{str(path)!r}, ({{'id': i, 'prediction': 'x' * 50}} for i in range(3_000_000)))"],
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    partial = tmp_path / ".test.jsonl.partial"
+    partial = staging_path(path)
     while not partial.exists() or partial.stat().st_size < 1_000_000:  # well into writing
         assert writer.poll() is None, "the writer finished before it could be killed"
     writer.kill()

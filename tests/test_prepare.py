@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from stages import prepare
+from stages.outputs import staging_path
 from tests.conftest import squad_v1, squad_v2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ def test_a_kill_while_writing_leaves_the_previous_complete_output(project):
     set_params(project, splits={"train": "train[:19000]", "validation": "train[20000:21000]", "test": "validation"})
     run = subprocess.Popen([sys.executable, "-m", "stages.prepare"], env={**os.environ, "PYTHONPATH": str(ROOT)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not Path("data/.prepared.partial").exists():  # staged() fills this, then renames it into place
+    while not staging_path(Path("data/prepared")).exists():  # staged() fills this, then renames it into place
         assert run.poll() is None, "prepare finished before it could be killed mid-write"
     run.kill()
     run.wait()
