@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (bench/README.md has the results):
-#  1. bench/throughput.py with t5-small's shape: this project's training and generation against the seed's
-#     setup, with large token-budget batches (the best of the settings tried, bench/README.md);
-#  2. the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
-#     randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
-# Run it from the root of a scratch copy of the repository: step 2 rewrites params.yaml and the outputs.
+# Every GPU measurement in one run (bench/README.md has the results), in two parts that can also run alone:
+#  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with large
+#         token-budget batches (the best of the settings tried): as the stages run now, then with the
+#         candidates not in the stages yet (--compile: training, --defer-stop: generation), then profiled;
+#  repro: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
+#         randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
+# Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
+#   bash bench/gpu.sh [bench|repro|"bench repro"] [scratch folder]
+# Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
+#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 set -euo pipefail
-work=${1:-/tmp/seed_sized}
+parts=${1:-bench repro}
+work=${2:-/tmp/seed_sized}
+throughput() { python bench/throughput.py --batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024 "$@"; }
 
-python bench/throughput.py --batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024
+if [[ $parts == *bench* ]]; then
+  throughput
+  throughput --compile --defer-stop
+  throughput --steps 5 --generate 1024 --profile
+fi
 
-python -m stages.synthetic --out "$work/data" --train-paragraphs 13000 --validation-paragraphs 2700
-python bench/random_checkpoint.py "$work/t5-small-random" --data "$work/data/train.json"
-python - "$work" <<'PY'
+if [[ $parts == *repro* ]]; then
+  if [ ! -e .git ]; then  # dvc and dvclive work in a git repository with a commit; a bare copy of the files has none
+    git init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm "scratch copy"
+  fi
+  python -m stages.synthetic --out "$work/data" --train-paragraphs 13000 --validation-paragraphs 2700
+  python bench/random_checkpoint.py "$work/t5-small-random" --data "$work/data/train.json"
+  python - "$work" <<'PY'
 import sys, yaml
 work = sys.argv[1]
 p = yaml.safe_load(open("params.yaml"))
@@ -24,9 +38,10 @@ p["evaluate"]["batch_size"] = 512
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 print(p)
 PY
-for stage in prepare tokenize train evaluate; do
-  start=$(date +%s%N)
-  dvc repro --single-item "$stage"
-  echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
-done
-cat metrics/eval.json
+  for stage in prepare tokenize train evaluate; do
+    start=$(date +%s%N)
+    dvc repro --single-item "$stage"
+    echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+  done
+  cat metrics/eval.json
+fi

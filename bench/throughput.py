@@ -9,6 +9,8 @@ train stage's Trainer settings (stages/train.py) and the evaluate stage's genera
     python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
 
 Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
+--compile and --defer-stop try changes to this project's path that are not in the stages yet
+(bench/README.md, "Candidates"); --profile prints where this project's side spends its time.
 """
 
 import argparse
@@ -28,6 +30,8 @@ import torch
 import transformers
 from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config,
                           T5ForConditionalGeneration, TrainerCallback)
+from transformers.generation import utils as generation_utils
+from transformers.models.t5.modeling_t5 import T5LayerFF, T5LayerNorm
 from transformers.utils import logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +178,41 @@ def peak_memory():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
+def compile_regions(model):
+    """Candidate: compile each feed-forward layer and each other layer norm, with dynamic shapes, so their
+    element-wise work (RMS norm, activation, T5's fp32 casts around `wo`) runs fused. One graph serves
+    every layer and batch shape. Returns the compiled modules (`del module.forward` undoes it)."""
+    in_ff = {id(m.layer_norm) for m in model.modules() if isinstance(m, T5LayerFF)}
+    regions = [m for m in model.modules()
+               if isinstance(m, T5LayerFF) or (isinstance(m, T5LayerNorm) and id(m) not in in_ff)]
+    for module in regions:
+        module.forward = torch.compile(module.forward, dynamic=True)
+    return regions
+
+
+def defer_stop_checks():
+    """Candidate: after each generated token, transformers reads `has every answer ended?` from the GPU,
+    so the host waits and the GPU idles while the next step is launched; it defers that read by one step
+    (at the cost of one extra step per batch) on Apple GPUs only. This lets CUDA defer it too."""
+    supported = generation_utils.DeferredStopCheck.is_supported
+
+    def on_cuda_too(device, cache, cache_is_returned, is_assistant):
+        device = torch.device("mps") if device.type == "cuda" else device
+        return supported(device, cache, cache_is_returned, is_assistant)
+    generation_utils.DeferredStopCheck.is_supported = staticmethod(on_cuda_too)
+
+
+def profiled(run, gpu, title):
+    """run(), then the profiler's 20 operations that took the most device (GPU) or CPU time."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if gpu else [])
+    with torch.profiler.profile(activities=activities) as profiler:
+        result = run()
+    print(f"profile: {title}")
+    print(profiler.key_averages().table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total",
+                                        row_limit=20))
+    return result
+
+
 def training_flops(model, source, target):
     """Forward + backward FLOPs of a batch with these real source and target lengths (one per example):
     6 per weight per token it touches, plus the attention scores and their use (3 x 2 x 2 per pair)."""
@@ -194,6 +233,12 @@ def main():
     parser.add_argument("--eval-batch-size", type=int, help="this project's generation batch (the seed's is 32)")
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--compile", action="store_true",
+                        help="candidate: compile the feed-forward layers and layer norms for training")
+    parser.add_argument("--defer-stop", action="store_true",
+                        help="candidate: no wait for the GPU after each generated token (CUDA)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
     shape = SHAPES["quick" if args.quick else "t5-small"]
@@ -202,6 +247,10 @@ def main():
     eval_batch_size = args.eval_batch_size or (256 if gpu else 64)
     n_generate = args.generate or (2048 if gpu else 256)
     warmup = 3
+
+    def measure(run, title):
+        return profiled(run, gpu, f"this project's {title}") if args.profile else run()
+
     logging.set_verbosity_error()
 
     rng = random.Random(0)
@@ -225,15 +274,22 @@ def main():
         modeling.avoid_cudnn_attention()  # as the stages do
         model = new_model(shape, "sdpa", 0)
         params = model.num_parameters()
-        results["train_project"] = time_training(
-            project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir), warmup, steps, peak)
+        regions = compile_regions(model) if args.compile else []
+        if args.defer_stop:
+            defer_stop_checks()
+        trainer = project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir)
+        results["train_project"] = measure(lambda: time_training(trainer, warmup, steps, peak), "training")
+        for module in regions:  # a training candidate: generation as the evaluate stage runs it
+            del module.forward
         if modeling.bf16_supported():
             model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
-        results["generate_project"] = time_generation(
+        results["generate_project"] = measure(lambda: time_generation(
             lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
-                                           args.new_tokens, extractive=True), model, test, args.new_tokens)
+                                           args.new_tokens, extractive=True), model, test, args.new_tokens),
+            "generation")
 
-    settings = dict(batch_size=batch_size, batch_tokens=args.batch_tokens, eval_batch_size=eval_batch_size)
+    settings = dict(batch_size=batch_size, batch_tokens=args.batch_tokens, eval_batch_size=eval_batch_size,
+                    compile=args.compile, defer_stop=args.defer_stop, profile=args.profile)
     print(f"device: {device}; torch {torch.__version__}; transformers {transformers.__version__}; shape "
           f"{'quick' if args.quick else 't5-small'} ({params / 1e6:.1f}M parameters); sources {source:.0f} "
           f"tokens, targets {target:.1f} on average; this project's settings {settings}")
