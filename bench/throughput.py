@@ -180,8 +180,9 @@ def peak_memory():
 
 def compile_regions(model):
     """Candidate: compile each feed-forward layer and each other layer norm, with dynamic shapes, so their
-    element-wise work (RMS norm, activation, T5's fp32 casts around `wo`) runs fused. One graph serves
-    every layer and batch shape. Returns the compiled modules (`del module.forward` undoes it)."""
+    element-wise work (RMS norm, activation, T5's fp32 casts around `wo`) runs fused. Each kind of region
+    compiles twice (encoder- and decoder-sized inputs), then serves every layer and batch shape. Returns
+    the compiled modules (`del module.forward` undoes it)."""
     in_ff = {id(m.layer_norm) for m in model.modules() if isinstance(m, T5LayerFF)}
     regions = [m for m in model.modules()
                if isinstance(m, T5LayerFF) or (isinstance(m, T5LayerNorm) and id(m) not in in_ff)]

@@ -50,7 +50,8 @@ def test_compiled_regions_train_like_eager_and_can_be_undone():
 
     eager = losses(bench.new_model(shape, "sdpa", 0))
     model = bench.new_model(shape, "sdpa", 0)
-    torch._dynamo.reset()
+    torch._dynamo.reset()  # compiles afresh; the counters below are kept by reset(), so cleared too
+    counters.clear()
     regions = bench.compile_regions(model)
     assert len(regions) == 2 + 3 + 2  # feed-forward layers, attention layer norms, final layer norms
     assert losses(model) == pytest.approx(eager, rel=1e-5)
