@@ -299,9 +299,13 @@ def test_exp_push_carries_the_experiments_model_to_the_remote(repo):
     assert (clone / "models" / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
 
 
+# 4 epochs: each trains for seconds, so two runs started together overlap despite a worker starting late
+GRID = ("-S", "train.lr=1e-4,5e-4", "-S", "train.epochs=4")
+
+
 def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
     commit(repo, "before the grid")
-    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-4,5e-4")
+    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", *GRID)
     run_queue(repo, workers=1)
     rows = grid_rows(repo)
     assert len(rows) == 2 and all(row["exact_match"] for row in rows)
@@ -313,13 +317,19 @@ def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
 
 
 def run_queue(repo, workers):
-    """dvc queue start -j workers, then wait until the queue is done."""
-    sh(repo, sys.executable, "-m", "dvc", "queue", "start", "-j", str(workers))
+    """dvc queue start -j workers, wait until the queue is done, then until its workers have exited: an idle
+    worker lingers up to 10 s, and the next `queue start` counts it instead of starting a fresh one."""
+    queue = (sys.executable, "-m", "dvc", "queue")
+    sh(repo, *queue, "start", "-j", str(workers))
     deadline = time.time() + 300
-    while re.search(r"\b(Queued|Running)\b", status := sh(repo, sys.executable, "-m", "dvc", "queue", "status")):
+    while re.search(r"\b(Queued|Running)\b", status := sh(repo, *queue, "status")):
         assert time.time() < deadline, "the queue did not finish in 5 minutes"
         time.sleep(1)
     assert status.count("Success") >= 2 and "Failed" not in status, status
+    sh(repo, *queue, "stop")
+    while "Worker status: 0 active, 0 idle" not in sh(repo, *queue, "status"):
+        assert time.time() < deadline, "the queue's workers did not exit"
+        time.sleep(1)
 
 
 def run_interval(repo, rev):
@@ -337,7 +347,7 @@ def grid_rows(repo):
 def test_two_queued_experiments_run_at_once_without_interfering(repo):
     before = {float(row["train.lr"]): row for row in grid_rows(repo)}  # the grid run one at a time, above
     # --force: run every stage again rather than restore the same params' results from DVC's run cache
-    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "--force", "-S", "train.lr=1e-4,5e-4")
+    sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "--force", *GRID)
     run_queue(repo, workers=2)
     runs = [row for row in grid_rows(repo) if row["Experiment"] not in {r["Experiment"] for r in before.values()}]
     assert len(runs) == 2
