@@ -3,8 +3,7 @@ linux x86-64, PyTorch and common packages already installed (IMAGE). Collects, f
 installed environment, every package the stages need that such a machine lacks or has in another
 version, into .whl/ (git-ignored), at the versions installed here.
 
-    .venv/bin/python bench/gpu_wheels.py                  # here
-    pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site   # there
+    .venv/bin/python bench/gpu_wheels.py    # here; there, the install line in bench/gpu.sh's header
 """
 
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOTS = ["transformers", "datasets", "tokenizers", "accelerate", "safetensors", "sentencepiece", "rouge-score",
-         "dvc", "dvclive", "nvidia-ml-py", "pyyaml", "tqdm"]
+         "dvc", "dvclive", "nvidia-ml-py"]  # pyyaml and tqdm too, but IMAGE has them
 # the machine's own, used as they are (versions seen there, where known: bench/README.md)
 IMAGE = {"torch", "numpy", "pandas", "pyarrow", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "absl-py",
          "aiohttp", "aiohappyeyeballs", "aiosignal", "frozenlist", "multidict", "propcache", "yarl", "attrs",
