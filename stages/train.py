@@ -257,5 +257,6 @@ def last_checkpoint(folder, processes=1):
     done = [c for c in folder.glob("checkpoint-*") if c.name.split("-")[1].isdigit() and complete(c)]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
+
 if __name__ == "__main__":
     main()
