@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU measurement in one run (bench/README.md has the results), in two parts that can also run alone:
-#  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with large
-#         token-budget batches (the best of the settings tried): as the stages run now, then with the
-#         candidates not in the stages yet (--compile: training, --defer-stop: generation), then profiled;
+#  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup: with the best
+#         token-budget batches measured so far, as the stages run now and with each candidate not in the
+#         stages yet (bench/README.md), all but compile, and all; then half as many tokens again per
+#         training batch and twice the examples per generation batch; then profiled. One run failing
+#         (e.g. out of memory) does not stop the next;
 #  repro: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
 #         randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
@@ -12,12 +14,16 @@
 set -euo pipefail
 parts=${1:-bench repro}
 work=${2:-/tmp/seed_sized}
-throughput() { python bench/throughput.py --batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024 "$@"; }
+best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 42 GiB peak on an H100
+bigger=(--batch-size 2048 --batch-tokens 196608 --eval-batch-size 2048 --generate 4096)  # two generation batches
+uncompiled=bf16-ff+shared-mask+defer-stop  # compiling costs time first, and kept recompiling before
+throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
 
 if [[ $parts == *bench* ]]; then
-  throughput
-  throughput --compile --defer-stop
-  throughput --steps 5 --generate 1024 --profile
+  throughput "${best[@]}" --candidate bf16-ff --candidate shared-mask --candidate defer-stop \
+    --candidate $uncompiled --candidate all
+  throughput "${bigger[@]}" --candidate $uncompiled --candidate all
+  throughput "${best[@]}" --steps 5 --generate 1024 --profile
 fi
 
 if [[ $parts == *repro* ]]; then
