@@ -340,7 +340,8 @@ def main():
         for label in ["project"] + args.candidate:
             model = new_model(shape, "sdpa", 0)  # the same weights for every variant
             params = model.num_parameters()
-            applied = {name: CANDIDATES[name](model) for name in label.split("+") if name in CANDIDATES}
+            names = [] if label == "project" else label.split("+")
+            applied = {name: CANDIDATES[name](model) for name in names}
             trainer = project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir / label)
             results[f"train_{label}"] = measure(lambda: time_training(trainer, warmup, steps, peak),
                                                 f"{label}: training")
