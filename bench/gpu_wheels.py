@@ -6,13 +6,13 @@ version, into .whl/ (git-ignored), at the versions installed here.
     .venv/bin/python bench/gpu_wheels.py    # here; there, the install line in bench/gpu.sh's header
 """
 
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOTS = ["transformers", "datasets", "tokenizers", "accelerate", "safetensors", "sentencepiece", "rouge-score",
          "dvc", "dvclive", "nvidia-ml-py"]  # pyyaml and tqdm too, but IMAGE has them
@@ -23,20 +23,16 @@ IMAGE = {"torch", "numpy", "pandas", "pyarrow", "sympy", "mpmath", "networkx", "
          "pyyaml", "regex", "psutil", "packaging", "pyparsing", "six", "python-dateutil", "typing-extensions",
          "pygments", "rich", "markdown-it-py", "mdurl", "tabulate", "joblib", "cloudpickle", "setuptools",
          "shellingham", "typer", "annotated-doc", "hf-xet", "xxhash", "filelock", "pathspec", "tqdm"}
-PLATFORMS = ["manylinux1_x86_64", "manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31,
-                                                                                                 34, 35)]
+PLATFORMS = ["manylinux1_x86_64", "manylinux2014_x86_64",
+             *(f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35))]
 OUT = Path(__file__).resolve().parent.parent / ".whl"
-
-
-def name(text):
-    return re.sub(r"[-_.]+", "-", text).lower()
 
 
 def needed():
     """{package: version} for the ROOTS and everything they require on Python 3.12, less IMAGE."""
     found, todo = {}, list(ROOTS)
     while todo:
-        package = name(todo.pop())
+        package = canonicalize_name(todo.pop())
         if package in found or package in IMAGE:
             continue
         dist = metadata.distribution(package)
@@ -52,9 +48,9 @@ def main():
     OUT.mkdir(exist_ok=True)
     binary = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
               *(arg for platform in PLATFORMS for arg in ("--platform", platform))]
+    pip = [sys.executable, "-m", "pip", "-q"]
     for package, version in sorted(needed().items()):
         spec = f"{package}=={version}"
-        pip = [sys.executable, "-m", "pip", "-q"]
         if subprocess.run([*pip, "download", "--no-deps", *binary, "-d", OUT, spec], capture_output=True).returncode:
             subprocess.run([*pip, "wheel", "--no-deps", "-w", OUT, spec], check=True)  # sdist only: pure Python
     size = sum(f.stat().st_size for f in OUT.glob("*.whl"))
