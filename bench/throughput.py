@@ -365,20 +365,20 @@ def main():
     print(f"device: {device}; torch {torch.__version__}; transformers {transformers.__version__}; shape "
           f"{'quick' if args.quick else 't5-small'} ({params / 1e6:.1f}M parameters); sources {source:.0f} "
           f"tokens, targets {target:.1f} on average; this project's settings {settings}")
+    speedups = {key: r["examples_per_s"] / results[key.split("_")[0] + "_seed"]["examples_per_s"]
+                for key, r in results.items()}  # each side against the seed's same side
     width = max(map(len, results)) + 2
     print(f"{'':{width}}{'examples/s':>12}{'tokens/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}")
     for key, r in results.items():
         mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-        ratio = r["examples_per_s"] / results[key.split("_")[0] + "_seed"]["examples_per_s"]
         print(f"{key:{width}}{r['examples_per_s']:12.1f}{r['tokens_per_s']:12.0f}{r['peak_memory_gib']:10.2f}"
-              f"{mfu:>8}{ratio:8.2f}")
+              f"{mfu:>8}{speedups[key]:8.2f}")
     summary = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
                "shape": "quick" if args.quick else "t5-small", "parameters": params, **settings, **results}
-    for label in ["project"] + args.candidate:
-        for side in ("train", "generate"):
-            key = f"{side}_speedup" if label == "project" else f"{side}_speedup_{label}"
-            summary[key] = round(results[f"{side}_{label}"]["examples_per_s"]
-                                 / results[f"{side}_seed"]["examples_per_s"], 2)
+    for key, speedup in speedups.items():
+        side, label = key.split("_", 1)
+        if label != "seed":
+            summary[f"{side}_speedup" if label == "project" else f"{side}_speedup_{label}"] = round(speedup, 2)
     print(f"training {summary['train_speedup']}x, generation {summary['generate_speedup']}x the seed's setup")
     print(json.dumps(summary))
 
