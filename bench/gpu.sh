@@ -1,28 +1,27 @@
 #!/usr/bin/env bash
 # Every GPU measurement in one run (bench/README.md has the results), in two parts that can also run alone:
 #  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup: with the best
-#         token-budget batches measured so far, as the stages run now and with each candidate not in the
-#         stages yet (bench/README.md), all but compile, and all; then half as many tokens again per
-#         training batch and twice the examples per generation batch; then profiled. One run failing
-#         (e.g. out of memory) does not stop the next;
+#         token-budget batches measured so far, as the stages run and with the compile candidate
+#         (bench/README.md; its recompiles logged, with their reasons); then twice the examples per batch,
+#         half as many tokens again per training batch; then profiled. One run failing (e.g. out of
+#         memory) does not stop the next;
 #  repro: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
 #         randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
 #   bash bench/gpu.sh [bench|repro|"bench repro"] [scratch folder]
 # Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
-#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+#   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+# (`python -m`: the image's own pip belongs to another Python than the one with PyTorch and its packages)
 set -euo pipefail
 parts=${1:-bench repro}
 work=${2:-/tmp/seed_sized}
-best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 42 GiB peak on an H100
-bigger=(--batch-size 2048 --batch-tokens 196608 --eval-batch-size 2048 --generate 4096)  # two generation batches
-uncompiled=bf16-ff+shared-mask+defer-stop  # compiling costs time first, and kept recompiling before
+best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 38 GiB peak on an H100
+bigger=(--batch-size 2048 --batch-tokens 196608 --eval-batch-size 2048 --generate 4096)  # 64 GiB, two generation batches
 throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
 
 if [[ $parts == *bench* ]]; then
-  throughput "${best[@]}" --candidate bf16-ff --candidate shared-mask --candidate defer-stop \
-    --candidate $uncompiled --candidate all
-  throughput "${bigger[@]}" --candidate $uncompiled --candidate all
+  TORCH_LOGS=recompiles throughput "${best[@]}" --candidate compile
+  throughput "${bigger[@]}" --candidate compile
   throughput "${best[@]}" --steps 5 --generate 1024 --profile
 fi
 
@@ -46,7 +45,7 @@ print(p)
 PY
   for stage in prepare tokenize train evaluate; do
     start=$(date +%s%N)
-    dvc repro --single-item "$stage"
+    python -m dvc repro --single-item "$stage"
     echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
   done
   cat metrics/eval.json

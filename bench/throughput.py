@@ -9,8 +9,8 @@ train stage's Trainer settings (stages/train.py) and the evaluate stage's genera
     python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
 
 Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
---candidate measures, after this project's path, that path with changes not in the stages yet
-(CANDIDATES; bench/README.md, "Candidates"), each variant on a fresh model with the same weights;
+--candidate also trains, after this project's path, with a change not in the stages yet (CANDIDATES;
+bench/README.md, "Candidates"), on a fresh model with the same weights;
 --profile prints where this project's side spends its time.
 """
 
@@ -32,9 +32,7 @@ import torch
 import transformers
 from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config,
                           T5ForConditionalGeneration, TrainerCallback)
-from transformers.generation import utils as generation_utils
-from transformers.integrations import sdpa_attention
-from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense, T5LayerFF, T5LayerNorm
+from transformers.models.t5.modeling_t5 import T5LayerFF, T5LayerNorm
 from transformers.utils import logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +179,7 @@ def peak_memory():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-# Candidates: each applies one change to this project's path and returns the function that undoes it.
+# Candidates: changes to this project's training not in the stages yet, each measured with --candidate NAME.
 
 def compile_regions(model):
     """Training: compile each feed-forward layer and each other layer norm, with dynamic shapes, so their
@@ -192,71 +190,9 @@ def compile_regions(model):
                if isinstance(m, T5LayerFF) or (isinstance(m, T5LayerNorm) and id(m) not in in_ff)]
     for module in regions:
         module.forward = torch.compile(module.forward, dynamic=True)
-    return restore_forwards(regions)
 
 
-def skip_fp32_round_trip(model):
-    """Training: T5's feed-forward layers cast their activations to `wo`'s dtype, fp32 when training with
-    autocast (fp32 weights), and autocast casts them straight back to bf16 for the product: two copies of
-    the widest activation each way, bit for bit the identity. Under autocast these layers skip both."""
-    layers = [m for m in model.modules() if isinstance(m, (T5DenseActDense, T5DenseGatedActDense))]
-    for layer in layers:
-        layer.forward = autocast_forward(layer, layer.forward)
-    return restore_forwards(layers)
-
-
-def autocast_forward(layer, eager_forward):
-    def forward(hidden_states):
-        if not torch.is_autocast_enabled(hidden_states.device.type):
-            return eager_forward(hidden_states)
-        if isinstance(layer, T5DenseGatedActDense):
-            hidden_states = layer.act(layer.wi_0(hidden_states)) * layer.wi_1(hidden_states)
-        else:
-            hidden_states = layer.act(layer.wi(hidden_states))
-        return layer.wo(layer.dropout(hidden_states))
-    return forward
-
-
-def restore_forwards(modules):
-    def undo():
-        for module in modules:
-            del module.forward  # back to the class's
-    return undo
-
-
-def share_bias_masks(model):
-    """Training and generation: transformers' SDPA path merges T5's position bias and the padding mask
-    into one (batch, heads, queries, keys) tensor in every layer, from the same two tensors, which the
-    first layer of each stack hands on to the others. This merges them once, in the first layer, and
-    keeps the result on the position bias tensor for the others (freed with it)."""
-    merge = sdpa_attention.create_position_bias_mask
-
-    def merge_once(position_bias, attention_mask, is_causal, query, key):
-        merged = getattr(position_bias, "merged_mask", None)
-        if merged is None or merged[0] is not attention_mask or merged[1] != is_causal:
-            merged = attention_mask, is_causal, merge(position_bias, attention_mask, is_causal, query, key)
-            position_bias.merged_mask = merged
-        return merged[2]
-    sdpa_attention.create_position_bias_mask = merge_once
-    return lambda: setattr(sdpa_attention, "create_position_bias_mask", merge)
-
-
-def defer_stop_checks(model):
-    """Generation: after each generated token, transformers reads `has every answer ended?` from the GPU,
-    so the host waits and the GPU idles while the next step is launched; it defers that read by one step
-    (at the cost of one extra step per batch) on Apple GPUs only. This lets CUDA defer it too."""
-    supported = generation_utils.DeferredStopCheck.is_supported
-
-    def on_cuda_too(device, cache, cache_is_returned, is_assistant):
-        device = torch.device("mps") if device.type == "cuda" else device
-        return supported(device, cache, cache_is_returned, is_assistant)
-    generation_utils.DeferredStopCheck.is_supported = staticmethod(on_cuda_too)
-    return lambda: setattr(generation_utils.DeferredStopCheck, "is_supported", staticmethod(supported))
-
-
-CANDIDATES = {"compile": compile_regions, "bf16-ff": skip_fp32_round_trip, "shared-mask": share_bias_masks,
-              "defer-stop": defer_stop_checks}
-TRAINING_ONLY = {"compile"}  # undone before generation, which runs as the evaluate stage does
+CANDIDATES = {"compile": compile_regions}
 
 
 def profiled(run, gpu, title):
@@ -280,15 +216,6 @@ def training_flops(model, source, target):
     return 6 * (encoder * source.sum() + decoder * target.sum()) + 12 * cfg.num_heads * cfg.d_kv * pairs
 
 
-def variant(text):
-    """--candidate's value: candidate names joined by '+', or 'all'."""
-    names = list(CANDIDATES) if text == "all" else text.split("+")
-    unknown = [name for name in names if name not in CANDIDATES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown candidate {unknown[0]!r}: one of {', '.join(CANDIDATES)}, or all")
-    return "+".join(names)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small T5 on the CPU, under 2 minutes")
@@ -299,9 +226,8 @@ def main():
     parser.add_argument("--eval-batch-size", type=int, help="this project's generation batch (the seed's is 32)")
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--candidate", type=variant, action="append", default=[],
-                        help=f"also measure this project's path with these candidates ({', '.join(CANDIDATES)}) "
-                             "joined by '+', or all of them; repeatable")
+    parser.add_argument("--candidate", choices=CANDIDATES, action="append", default=[],
+                        help="also train with this change not in the stages yet (bench/README.md); repeatable")
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()
@@ -336,25 +262,22 @@ def main():
             lambda m, r: seed_generate(m, r, 32, args.new_tokens), model, test, args.new_tokens)
         del model
 
-        modeling.avoid_cudnn_attention()  # as the stages do
+        modeling.tune_attention()  # as modeling.build_model and load_trained do
         for label in ["project"] + args.candidate:
-            model = new_model(shape, "sdpa", 0)  # the same weights for every variant
+            model = modeling.skip_fp32_round_trip(new_model(shape, "sdpa", 0))  # as build_model; same weights
             params = model.num_parameters()
-            names = [] if label == "project" else label.split("+")
-            applied = {name: CANDIDATES[name](model) for name in names}
+            if label in CANDIDATES:
+                CANDIDATES[label](model)
             trainer = project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir / label)
             results[f"train_{label}"] = measure(lambda: time_training(trainer, warmup, steps, peak),
                                                 f"{label}: training")
-            for name in TRAINING_ONLY & applied.keys():
-                applied.pop(name)()
-            if modeling.bf16_supported():
-                model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
-            results[f"generate_{label}"] = measure(lambda: time_generation(
-                lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
-                                               args.new_tokens, extractive=True), model, test, args.new_tokens),
-                f"{label}: generation")
-            for undo in applied.values():
-                undo()
+            if label == "project":  # the candidates change training only
+                if modeling.bf16_supported():
+                    model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
+                results["generate_project"] = measure(lambda: time_generation(
+                    lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
+                                                   args.new_tokens, extractive=True), model, test, args.new_tokens),
+                    "project: generation")
             del trainer, model  # the next variant's peak memory is its own
             gc.collect()
             if gpu:

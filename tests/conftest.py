@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 
 def squad_v1(*paragraphs):
@@ -21,6 +22,26 @@ def squad_v2(context, answerable, unanswerable):
     qas += [{"id": qid, "question": q, "is_impossible": True, "answers": [],
              "plausible_answers": [{"text": context.split()[0], "answer_start": 0}]} for qid, q in unanswerable]
     return {"version": "v2.0", "data": [{"title": "Article", "paragraphs": [{"context": context, "qas": qas}]}]}
+
+
+# token ids under 30: in every test model's vocabulary
+BATCHES = [(torch.randint(3, 30, (b, n)), torch.randint(3, 30, (b, t))) for b, n, t in ((4, 9, 3), (3, 17, 5))]
+
+
+def training_losses(model, autocast=False):
+    """Losses of four AdamW steps on BATCHES, the second and fourth inputs padded (a real padding mask)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    result = []
+    for ids, labels in BATCHES * 2:
+        mask = torch.ones_like(ids)
+        mask[1:, ids.shape[1] // 2:] = 0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(input_ids=ids * mask, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        result.append(loss.item())
+    return result
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
 import pytest
 import torch
+from transformers import T5ForConditionalGeneration
+from transformers.integrations import sdpa_attention
+from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
 from stages import modeling
 from stages.errors import InputError
+from tests.conftest import training_losses
 
 TEXTS = ["question: When was Ada born? context: Ada was born in London in 1815."] * 50
 
@@ -29,6 +33,46 @@ def test_scratch_model_is_sized_by_params_and_can_generate(tokenizer):
     assert model.config.d_model == 32 and model.config.num_decoder_layers == 1
     assert model.config.decoder_start_token_id == 0 and model.config.eos_token_id == 1
     assert model.config.vocab_size == len(tokenizer)
+
+
+def untouched_copy(model):
+    """The same weights in a T5 as transformers builds it."""
+    plain = T5ForConditionalGeneration(model.config)
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+@pytest.mark.parametrize("activation", ["relu", "gated-gelu"])  # t5-small's and T5 v1.1's feed-forward layers
+def test_feed_forward_skips_the_fp32_round_trip_under_autocast_and_trains_bit_for_bit_alike(tokenizer, activation):
+    model = modeling.build_model({**SCRATCH, "scratch": {**SCRATCH["scratch"], "feed_forward_proj": activation}},
+                                 tokenizer)
+    plain = untouched_copy(model)
+    seen = {model: set(), plain: set()}  # the dtypes reaching each model's `wo`
+    for net in seen:
+        for layer in net.modules():
+            if isinstance(layer, (T5DenseActDense, T5DenseGatedActDense)):
+                layer.wo.register_forward_pre_hook(lambda module, args, net=net: seen[net].add(args[0].dtype))
+    # equal, not close: the casts it skips change no bit
+    assert training_losses(model, autocast=True) == training_losses(plain, autocast=True)
+    assert seen == {model: {torch.bfloat16}, plain: {torch.float32}}
+    seen[model].clear()
+    training_losses(model)  # without autocast the layers run as transformers wrote them
+    assert seen[model] == {torch.float32}
+
+
+def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(tokenizer, monkeypatch):
+    merge = getattr(sdpa_attention.create_position_bias_mask, "__wrapped__", sdpa_attention.create_position_bias_mask)
+    merges = []
+    model = modeling.build_model({**SCRATCH, "scratch": {**SCRATCH["scratch"], "num_layers": 2}}, tokenizer)
+    plain = untouched_copy(model)
+    monkeypatch.setattr(sdpa_attention, "create_position_bias_mask",  # counted, and restored after the test
+                        lambda *args: merges.append(args[0].shape) or merge(*args))
+    expected = training_losses(plain)
+    assert len(merges) == 4 * 3 * 2  # per step: encoder, decoder self-attention, cross-attention; 2 layers each
+    merges.clear()
+    modeling.tune_attention()
+    assert training_losses(model) == expected
+    assert len(merges) == 4 * 3
 
 
 def test_indivisible_heads_are_a_param_error(tokenizer):
