@@ -10,7 +10,7 @@ train stage's Trainer settings (stages/train.py) and the evaluate stage's genera
 
 Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
 --candidate also trains, after this project's path, with a change not in the stages yet (CANDIDATES;
-bench/README.md, "Candidates"), on a fresh model with the same weights;
+bench/README.md, "Candidate"), on a fresh model with the same weights;
 --profile prints where this project's side spends its time.
 """
 
@@ -183,8 +183,9 @@ def peak_memory():
 
 def compile_regions(model):
     """Training: compile each feed-forward layer and each other layer norm, with dynamic shapes, so their
-    element-wise work (RMS norm, activation, T5's fp32 casts around `wo`) runs fused. Each kind of region
-    compiles twice (encoder- and decoder-sized inputs), then serves every layer and batch shape."""
+    element-wise work (RMS norms, activations, residual additions) runs fused. On the CPU each kind of
+    region compiled twice (encoder- and decoder-sized inputs), then served every layer and batch shape;
+    on an H100 it kept compiling for new batch shapes (bench/README.md)."""
     in_ff = {id(m.layer_norm) for m in model.modules() if isinstance(m, T5LayerFF)}
     regions = [m for m in model.modules()
                if isinstance(m, T5LayerFF) or (isinstance(m, T5LayerNorm) and id(m) not in in_ff)]
