@@ -71,7 +71,7 @@ def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(t
     assert len(merges) == 4 * 3 * 2  # per step: encoder, decoder self-attention, cross-attention; 2 layers each
     merges.clear()
     modeling.tune_attention()
-    assert training_losses(model) == expected
+    assert training_losses(model) == pytest.approx(expected, rel=1e-6)  # gradients summed in another order
     assert len(merges) == 4 * 3
 
 
