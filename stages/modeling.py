@@ -2,6 +2,7 @@
 
 import functools
 import re
+import types
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,20 +49,21 @@ def load_tokenizer(name):
     return from_pretrained(AutoTokenizer, name)
 
 
-def tune_attention():
-    """Two changes to PyTorch's and transformers' SDPA attention, measured on an H100 (bench/README.md).
-
-    cuDNN's kernel, PyTorch's first choice on Hopper GPUs, builds a graph for every new input shape:
-    with batches of varying length it spent ~12 ms of CPU per call. The memory-efficient kernel takes
-    T5's position bias as well, without that cost.
-
-    transformers merges T5's position bias and the padding (or causal) mask into one (batch, heads,
-    queries, keys) tensor in every layer, though the first layer of a stack hands the same two tensors
-    to all the others. Merged once per stack and forward instead, the result kept on the position bias
-    tensor (and freed with it): training 5%, generation 9% faster. The forward numbers are the same;
-    the bias's gradient sums its layers' parts in another order (README, "The bundled data").
-    """
+def avoid_cudnn_attention():
+    """PyTorch's first choice of SDPA kernel on Hopper GPUs, cuDNN's, builds a graph for every new input
+    shape: with batches of varying length it spent ~12 ms of CPU per call on an H100 (bench/README.md).
+    The memory-efficient kernel takes T5's position bias as well, without that cost."""
     torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def merge_position_bias_once():
+    """transformers merges T5's position bias and the padding (or causal) mask into one (batch, heads,
+    queries, keys) tensor in every layer, though the first layer of a stack hands the same two tensors
+    to all the others. This merges them once per stack and forward, the result kept on the position bias
+    tensor (and freed with it): on an H100 training 5%, generation 9% faster (bench/README.md). Every
+    forward number is the same; the bias's gradient sums its layers' parts in another order (README,
+    "The bundled data"). For the whole process: it patches transformers' function, once.
+    """
     merge = sdpa_attention.create_position_bias_mask
     if getattr(merge, "once_per_stack", False):
         return
@@ -81,28 +83,28 @@ def skip_fp32_round_trip(model):
     """Under autocast, T5's feed-forward layers cast their activations to `wo`'s dtype (fp32 when training:
     fp32 weights), and autocast casts them straight back to bf16 for the product: two copies of the
     widest activation each way, bit for bit the identity. These layers skip both under autocast
-    (training 10% faster and 9% less memory on an H100, bench/README.md), and run as written without."""
+    (training 10% faster and 9% less memory on an H100, bench/README.md), and run as written without.
+    T5's classes only: mT5's have their own and run as written."""
     for layer in model.modules():
         if isinstance(layer, (T5DenseActDense, T5DenseGatedActDense)):
-            layer.forward = autocast_forward(layer, layer.forward)
+            layer.forward = types.MethodType(autocast_forward, layer)  # bound: a deepcopy binds to its copy
     return model
 
 
-def autocast_forward(layer, eager_forward):
-    def forward(hidden_states):
-        if not torch.is_autocast_enabled(hidden_states.device.type):
-            return eager_forward(hidden_states)
-        if isinstance(layer, T5DenseGatedActDense):
-            hidden_states = layer.act(layer.wi_0(hidden_states)) * layer.wi_1(hidden_states)
-        else:
-            hidden_states = layer.act(layer.wi(hidden_states))
-        return layer.wo(layer.dropout(hidden_states))
-    return forward
+def autocast_forward(layer, hidden_states):
+    if not torch.is_autocast_enabled(hidden_states.device.type):
+        return type(layer).forward(layer, hidden_states)
+    if isinstance(layer, T5DenseGatedActDense):
+        hidden_states = layer.act(layer.wi_0(hidden_states)) * layer.wi_1(hidden_states)
+    else:
+        hidden_states = layer.act(layer.wi(hidden_states))
+    return layer.wo(layer.dropout(hidden_states))
 
 
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names, to train."""
-    tune_attention()
+    avoid_cudnn_attention()
+    merge_position_bias_once()
     if not is_scratch(model_params):
         return skip_fp32_round_trip(from_pretrained(AutoModelForSeq2SeqLM, model_params["name"],
                                                     use_safetensors=True, attn_implementation="sdpa"))
@@ -134,7 +136,8 @@ def load_trained(folder):
     if not (folder / "config.json").exists():
         raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    tune_attention()
+    avoid_cudnn_attention()
+    merge_position_bias_once()
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
                                                   attn_implementation="sdpa",
                                                   dtype=torch.bfloat16 if bf16_supported() else torch.float32)

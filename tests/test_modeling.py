@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import T5ForConditionalGeneration
@@ -58,6 +60,8 @@ def test_feed_forward_skips_the_fp32_round_trip_under_autocast_and_trains_bit_fo
     seen[model].clear()
     training_losses(model)  # without autocast the layers run as transformers wrote them
     assert seen[model] == {torch.float32}
+    twin = copy.deepcopy(model)  # a copy computes with its own weights
+    assert all(layer.forward.__self__ is layer for layer in twin.modules() if "forward" in layer.__dict__)
 
 
 def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(tokenizer, monkeypatch):
@@ -70,9 +74,26 @@ def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(t
     expected = training_losses(plain)
     assert len(merges) == 4 * 3 * 2  # per step: encoder, decoder self-attention, cross-attention; 2 layers each
     merges.clear()
-    modeling.tune_attention()
+    modeling.merge_position_bias_once()
     assert training_losses(model) == pytest.approx(expected, rel=1e-6)  # gradients summed in another order
     assert len(merges) == 4 * 3
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_merged_position_bias_generates_the_same_answers(tokenizer, monkeypatch, beams):
+    merge = getattr(sdpa_attention.create_position_bias_mask, "__wrapped__", sdpa_attention.create_position_bias_mask)
+    model = modeling.build_model({**SCRATCH, "scratch": {**SCRATCH["scratch"], "num_layers": 2}}, tokenizer).eval()
+    inputs = tokenizer(TEXTS[:1] + ["question: Who? context: Ada."], padding=True, return_tensors="pt")
+
+    def answers():
+        out = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, num_beams=beams, do_sample=False,
+                             return_dict_in_generate=True, output_scores=True)
+        return out.sequences, torch.stack(out.scores)
+    monkeypatch.setattr(sdpa_attention, "create_position_bias_mask", merge)  # transformers' own, restored after
+    sequences, scores = answers()
+    modeling.merge_position_bias_once()
+    merged_sequences, merged_scores = answers()
+    assert torch.equal(merged_sequences, sequences) and torch.equal(merged_scores, scores)  # KV cache, padding
 
 
 def test_indivisible_heads_are_a_param_error(tokenizer):
