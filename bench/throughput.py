@@ -263,10 +263,8 @@ def main():
             lambda m, r: seed_generate(m, r, 32, args.new_tokens), model, test, args.new_tokens)
         del model
 
-        modeling.avoid_cudnn_attention()  # as modeling.build_model and load_trained do
-        modeling.merge_position_bias_once()
         for label in ["project"] + args.candidate:
-            model = modeling.skip_fp32_round_trip(new_model(shape, "sdpa", 0))  # as build_model; same weights
+            model = modeling.tuned(new_model(shape, "sdpa", 0))  # as the stages run it; the same weights
             params = model.num_parameters()
             if label in CANDIDATES:
                 CANDIDATES[label](model)

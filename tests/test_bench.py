@@ -36,6 +36,8 @@ def load_bench():
 
 
 SHAPE = dict(vocab_size=64, d_model=16, d_ff=32, num_layers=2, num_heads=2, feed_forward_proj="gated-gelu")
+
+
 def test_compiled_regions_train_like_eager():
     bench = load_bench()
     eager = training_losses(bench.new_model(SHAPE, "sdpa", 0))

@@ -64,10 +64,19 @@ def test_feed_forward_skips_the_fp32_round_trip_under_autocast_and_trains_bit_fo
     assert all(layer.forward.__self__ is layer for layer in twin.modules() if "forward" in layer.__dict__)
 
 
+TWO_LAYERS = {**SCRATCH, "scratch": {**SCRATCH["scratch"], "num_layers": 2}}  # a position bias handed on
+
+
+def transformers_merge():
+    """transformers' own create_position_bias_mask, whether or not merge_position_bias_once has run."""
+    merge = sdpa_attention.create_position_bias_mask
+    return getattr(merge, "__wrapped__", merge)
+
+
 def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(tokenizer, monkeypatch):
-    merge = getattr(sdpa_attention.create_position_bias_mask, "__wrapped__", sdpa_attention.create_position_bias_mask)
+    merge = transformers_merge()
     merges = []
-    model = modeling.build_model({**SCRATCH, "scratch": {**SCRATCH["scratch"], "num_layers": 2}}, tokenizer)
+    model = modeling.build_model(TWO_LAYERS, tokenizer)
     plain = untouched_copy(model)
     monkeypatch.setattr(sdpa_attention, "create_position_bias_mask",  # counted, and restored after the test
                         lambda *args: merges.append(args[0].shape) or merge(*args))
@@ -81,8 +90,8 @@ def test_position_bias_and_mask_are_merged_once_per_stack_with_the_same_losses(t
 
 @pytest.mark.parametrize("beams", [1, 3])
 def test_merged_position_bias_generates_the_same_answers(tokenizer, monkeypatch, beams):
-    merge = getattr(sdpa_attention.create_position_bias_mask, "__wrapped__", sdpa_attention.create_position_bias_mask)
-    model = modeling.build_model({**SCRATCH, "scratch": {**SCRATCH["scratch"], "num_layers": 2}}, tokenizer).eval()
+    merge = transformers_merge()
+    model = modeling.build_model(TWO_LAYERS, tokenizer).eval()
     inputs = tokenizer(TEXTS[:1] + ["question: Who? context: Ada."], padding=True, return_tensors="pt")
 
     def answers():
