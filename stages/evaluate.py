@@ -10,7 +10,7 @@ from pathlib import Path
 
 import datasets
 
-from stages import metrics, modeling, params, tracking, windows
+from stages import decoding, metrics, modeling, params, tracking
 from stages.errors import cli
 from stages.outputs import staged, write_json, write_jsonl
 
@@ -73,8 +73,10 @@ def main():
     test = datasets.load_from_disk(str(TEST_INPUTS))
     questions = datasets.load_dataset("json", data_files=str(TEST_ROWS), split="train")
 
-    chosen = windows.answer(model, tokenizer, test["id"], test["input_ids"], hp["batch_size"],
-                            hp["max_new_tokens"], hp["extractive"])
+    contexts = dict(zip(questions["id"], questions["context"]))
+    chosen = decoding.answer(model, tokenizer, test["id"], list(zip(test["input_ids"], test["offsets"])),
+                             [contexts[qid] for qid in test["id"]], hp["batch_size"], hp["max_new_tokens"],
+                             hp["extractive"])
     predictions = {qid: answer for qid, (answer, _) in chosen.items()}
     golds = {row["id"]: row["answers"]["text"] for row in questions}
     summary, per_question = metrics.score(golds, predictions)

@@ -1,17 +1,12 @@
 """Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
 
 import functools
-import re
 import types
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
-from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
-                          PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration)
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
+                          T5ForConditionalGeneration)
 from transformers.integrations import sdpa_attention
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
@@ -20,7 +15,6 @@ from stages.errors import InputError
 
 SCRATCH = "scratch"
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
-PREFETCH = 2  # generation batches padded ahead of the one the model answers
 
 
 def is_scratch(model_params):
@@ -154,107 +148,3 @@ def device():
 def bf16_supported():
     """bf16 where a GPU computes it natively; T5 must never run in fp16 (its activations overflow)."""
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-class CopySpan(LogitsProcessor):
-    """Extractive decoding: each answer is a span of its input's tokens, then </s>.
-
-    After a generated prefix only the tokens that follow that prefix somewhere in the input stay
-    allowed (a SQuAD answer is a span of its context), so a model that has learned to copy but mixes
-    up two names ("Danrenwy Danfapel" for "Danrenwy Zanhel") is steered to a span that exists; </s>
-    may end the answer at any point (at once: SQuAD v2's "no answer"). `spans` holds one or more
-    token sequences per row, separated by -1: the input, and the input re-tokenized with spaces
-    around punctuation, since "(Danjunstad)" splits differently from the answer "Danjunstad" alone.
-    The decoder's first `prompt_length` tokens (T5: <pad>; BART: </s> and the forced <s>) are left
-    alone. A few tensor operations per generated token for the whole batch, none waiting for the GPU.
-    """
-
-    def __init__(self, spans, eos_token_id, prompt_length):
-        self.spans, self.eos_token_id, self.prompt_length = spans, eos_token_id, prompt_length
-
-    def __call__(self, input_ids, scores):
-        if input_ids.shape[1] < self.prompt_length:
-            return scores
-        prefix = input_ids[:, self.prompt_length:]
-        source = self.spans.repeat_interleave(input_ids.shape[0] // self.spans.shape[0], dim=0)  # beams
-        k, n = prefix.shape[1], source.shape[1]
-        if k == 0:
-            following = source
-        elif k >= n:
-            following = source[:, :0]
-        else:
-            starts = (source.unfold(1, k, 1)[:, :n - k] == prefix[:, None, :]).all(-1)  # where the prefix occurs
-            following = source[:, k:].masked_fill(~starts, -1)
-        vocab = scores.shape[1]
-        allowed = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
-        allowed.scatter_(1, following.masked_fill(following < 0, vocab), True)  # -1 goes to the extra column
-        allowed[:, self.eos_token_id] = True
-        return scores.masked_fill(~allowed[:, :vocab], float("-inf"))
-
-
-def copyable_spans(tokenizer, input_ids):
-    """CopySpan's token sequences for a batch of inputs: each input without special tokens, then -1,
-    then its text re-tokenized with spaces around punctuation (how an answer alone is tokenized)."""
-    texts = tokenizer.batch_decode(input_ids, skip_special_tokens=True)
-    respaced = tokenizer([re.sub(r"([^\w\s])", r" \1 ", text) for text in texts], add_special_tokens=False)
-    rows = list(zip(input_ids, respaced["input_ids"]))
-    spans = np.full((len(rows), max(len(ids) + 1 + len(again) for ids, again in rows)), -1, dtype=np.int64)
-    for span, (ids, again) in zip(spans, rows):
-        span[:len(ids)] = ids
-        span[len(ids) + 1:len(ids) + 1 + len(again)] = again
-    spans[np.isin(spans, tokenizer.all_special_ids)] = -1
-    return torch.from_numpy(spans)
-
-
-@torch.inference_mode()
-def generate(model, tokenizer, input_ids, batch_size, max_new_tokens, extractive=False):
-    """Greedy answers for lists of token ids, in their order; batches of similar length waste no padding.
-    extractive: answers may only copy spans of their input (CopySpan). A thread pads the next batches
-    (and finds their spans) while the model answers this one, so the GPU does not wait for the CPU."""
-    model.eval()
-    prompt_length = 1 + (model.generation_config.forced_bos_token_id is not None)
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-    def prepare(batch):
-        batch_ids = [input_ids[i] for i in batch]
-        inputs = tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt")
-        return inputs, copyable_spans(tokenizer, batch_ids) if extractive else None
-
-    answers = [None] * len(input_ids)
-    with ThreadPoolExecutor(1) as pool:
-        ahead = deque(pool.submit(prepare, batch) for batch in batches[:PREFETCH])  # bounded: memory stays flat
-        for n, batch in enumerate(tqdm(batches, desc="generating", unit="batch")):
-            inputs, spans = ahead.popleft().result()
-            if n + PREFETCH < len(batches):
-                ahead.append(pool.submit(prepare, batches[n + PREFETCH]))
-            processors = LogitsProcessorList()
-            if extractive:
-                processors.append(CopySpan(spans.to(model.device), tokenizer.eos_token_id, prompt_length))
-            output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, num_beams=1,
-                                    do_sample=False, logits_processor=processors)
-            for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
-                answers[i] = " ".join(text.split())
-    return answers
-
-
-@torch.inference_mode()
-def answer_log_probs(model, tokenizer, input_ids, answers, batch_size):
-    """log P(answer </s> | input) under the model for each (input, answer text) pair, unconstrained by
-    CopySpan: comparable between inputs, e.g. the windows of one long context."""
-    if not answers:
-        return []
-    model.eval()
-    labels = tokenizer(text_target=answers)["input_ids"]
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
-    scores = [None] * len(input_ids)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        inputs = tokenizer.pad({"input_ids": [input_ids[i] for i in batch]}, return_tensors="pt").to(model.device)
-        target = tokenizer.pad({"input_ids": [labels[i] for i in batch]}, return_tensors="pt").to(model.device)
-        target = target["input_ids"].masked_fill(target["attention_mask"] == 0, -100)
-        logits = model(**inputs, labels=target).logits.float()
-        token_log_probs = logits.log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
-        for i, value in zip(batch, token_log_probs.masked_fill(target == -100, 0).sum(1).tolist()):
-            scores[i] = value
-    return scores

@@ -53,6 +53,8 @@ SCHEMA = {
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
     "train.save_steps": (int, positive, "an integer > 0"),
     "train.keep_checkpoints": (int, positive, "an integer > 0"),
+    "train.eval_questions": (int, lambda v: v >= 0, "an integer >= 0 (0: eval loss only)"),
+    "train.keep_best": (bool, lambda v: True, "true or false"),
     "train.launcher": (str, lambda v: v == "python" or v.startswith("accelerate launch "),
                        "python, or accelerate launch and its flags"),
     "train.report_to": (list, lambda v: "dvclive" in v and set(v) <= REPORTERS, "a list: dvclive, optionally wandb"),
@@ -65,6 +67,8 @@ COMBINATIONS = [  # checked once every value has its type
     ("tokenize.stride", lambda p: p["tokenize"]["stride"] < p["tokenize"]["max_source_length"] // 2,
      "windows of a long context must advance by more than they share: keep it under half of "
      "tokenize.max_source_length"),
+    ("train.keep_best", lambda p: not p["train"]["keep_best"] or p["train"]["eval_questions"] > 0,
+     "the best epoch is the one of the best validation F1: set train.eval_questions > 0"),
 ]
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stages import modeling, params, windows
+from stages import decoding, modeling, params
 from stages.errors import InputError, cli
 
 MODEL = Path("models")
@@ -39,18 +39,6 @@ def read_questions(path):
     return rows
 
 
-def answer(model, tokenizer, rows, tokenize_params, evaluate_params):
-    """Answers in the order of rows, read as the evaluate stage reads the test split (long contexts
-    as windows)."""
-    per_question = windows.split(tokenizer, [row["question"] for row in rows], [row["context"] for row in rows],
-                                 tokenize_params["max_source_length"], tokenize_params["stride"])
-    ids = [i for i, question_windows in enumerate(per_question) for _ in question_windows]
-    input_ids = [window_ids for question_windows in per_question for window_ids, _, _ in question_windows]
-    chosen = windows.answer(model, tokenizer, ids, input_ids, evaluate_params["batch_size"],
-                            evaluate_params["max_new_tokens"], evaluate_params["extractive"])
-    return [chosen[i][0] for i in range(len(rows))]
-
-
 @cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +55,8 @@ def main(argv=None):
     rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
     p = params.load()
     model, tokenizer = modeling.load_trained(args.model)
-    answers = answer(model, tokenizer, rows, p["tokenize"], p["evaluate"])
+    answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows],
+                                       [row["context"] for row in rows], p["tokenize"], p["evaluate"])
     if args.file:
         for row, text in zip(rows, answers):
             print(json.dumps({**row, "answer": text}, ensure_ascii=False))

@@ -5,9 +5,10 @@ and validation keep the windows that hold the answer, the test split keeps all o
 
 Reads params model.name, model.scratch.vocab_size and tokenize.*; trains the tokenizer when the model
 is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
-metrics/tokenize.json: how many contexts were windowed and answers fell in no window, and how many
-gold answers the tokenizer cannot spell (encode -> decode does not give them back), hence the best
-reachable exact match.
+metrics/tokenize.json: how many contexts were windowed and answers fell in no window, how many gold
+answers no span of the context's tokens copies and how many the tokenizer cannot spell (encode ->
+decode does not give them back), hence the best exact match extractive decoding and free generation
+can reach.
 """
 
 import hashlib
@@ -18,7 +19,7 @@ from pathlib import Path
 import datasets
 from transformers import AutoConfig
 
-from stages import metrics, modeling, params, squad, windows
+from stages import decoding, metrics, modeling, params, squad, windows
 from stages.errors import InputError, cli
 from stages.outputs import staged, write_json
 
@@ -29,40 +30,63 @@ REPORT = Path("metrics/tokenize.json")
 
 def encode(batch, tokenizer, max_source_length, max_target_length, stride):
     """One row per window of each question's input (windows.split; a context that fits is one window),
-    the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer").
-    holds_answer tells whether the window holds that answer; the other columns count per question,
-    on its first window: what truncation cut and which gold answers the tokenizer cannot spell."""
+    with the context characters each input token covers (offsets: evaluation copies answers by them)
+    and the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer"):
+    the window's own tokens of that answer where they cover it exactly, else the answer tokenized
+    alone. holds_answer tells whether the window holds that answer; the other columns count per
+    question, on its first window: what truncation cut, which gold answers no span of the context's
+    tokens covers (extractive decoding cannot answer them) and which the tokenizer cannot spell
+    (decoding their tokens does not give them back: free generation cannot answer them)."""
     per_question = windows.split(tokenizer, batch["question"], batch["context"], max_source_length, stride)
-    targets = [answers["text"][0] if answers["text"] else "" for answers in batch["answers"]]
-    labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True,
-                       return_offsets_mapping=True)
-    # the last character the truncated target kept tells whether truncation cut it
-    target_kept = [max((end for _, end in offsets), default=0) for offsets in labels["offset_mapping"]]
-    golds = [answers["text"] or [""] for answers in batch["answers"]]
-    spelled = [tokenizer.batch_decode(tokenizer(text_target=gs, add_special_tokens=False)["input_ids"],
-                                      skip_special_tokens=True) for gs in golds]  # encode -> decode
-    out = {key: [] for key in ("id", "window", "input_ids", "attention_mask", "labels", "holds_answer", "windowed",
-                               "answer_in_no_window", "target_truncated", "golds_not_spelled", "reachable")}
+    head, tail = target_specials(tokenizer)
+    room = max_target_length - len(head) - len(tail)
+    out = {key: [] for key in ("id", "window", "input_ids", "attention_mask", "offsets", "labels", "holds_answer",
+                               "windowed", "answer_in_no_window", "target_truncated", "golds_not_copyable",
+                               "golds_not_spelled", "copyable", "spellable")}
     for i, question_windows in enumerate(per_question):
-        answers = batch["answers"][i]
-        start = answers["answer_start"][0] if answers["text"] else None
-        holds = [start is None or first <= start and start + len(targets[i]) <= end
-                 for _, first, end in question_windows]
-        for window, ((ids, _, _), holds_answer) in enumerate(zip(question_windows, holds)):
+        context, answers = batch["context"][i], batch["answers"][i]
+        golds = list(zip(answers["text"], answers["answer_start"])) or [("", None)]
+        alone = tokenizer(text_target=[text for text, _ in golds], add_special_tokens=False)["input_ids"]
+        sources = [decoding.copy_source(w.input_ids, w.offsets) for w in question_windows]
+        # per window, each gold's tokens in it (None: not covered), and whether copying them gives it back
+        covering = [[decoding.answer_tokens(source, context, start, text) if start is not None else []
+                     for text, start in golds] for source in sources]
+        copied = [[tokens is not None and metrics.exact_match(decoding.copied_text(tokens, source, context), text)
+                   for tokens, (text, _) in zip(window_tokens, golds)] for window_tokens, source in zip(covering, sources)]
+        # what the model learns to write for each gold: its tokens in the first window covering it
+        written = [next((c[g] for c in covering if c[g] is not None), alone[g]) for g in range(len(golds))]
+        spelled_back = [metrics.exact_match(spelled, text) for spelled, (text, _) in
+                        zip(tokenizer.batch_decode(written, skip_special_tokens=True), golds)]
+        text, start = golds[0]
+        holds = [start is None or w.first <= start and start + len(text) <= w.end for w in question_windows]
+        for window, (w, holds_answer) in enumerate(zip(question_windows, holds)):
             first = window == 0
+            target = covering[window][0] if covering[window][0] is not None else alone[0]
             out["id"].append(batch["id"][i])
             out["window"].append(window)
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append(labels["input_ids"][i])
+            out["input_ids"].append(w.input_ids)
+            out["attention_mask"].append([1] * len(w.input_ids))
+            out["offsets"].append(w.offsets)
+            out["labels"].append(head + target[:room] + tail)
             out["holds_answer"].append(holds_answer)
             out["windowed"].append(first and len(question_windows) > 1)
             out["answer_in_no_window"].append(first and not any(holds))
-            out["target_truncated"].append(first and target_kept[i] < len(targets[i].rstrip()))
-            out["golds_not_spelled"].append(sum(s != g for s, g in zip(spelled[i], golds[i])) if first else 0)
+            out["target_truncated"].append(first and len(target) > room)
+            out["golds_not_copyable"].append(sum(not any(c[g] for c in copied) for g in range(len(golds)))
+                                             if first else 0)
+            out["golds_not_spelled"].append(len(golds) - sum(spelled_back) if first else 0)
             # the model can match this question exactly only if some gold survives, up to SQuAD's normalisation
-            out["reachable"].append(first and any(metrics.exact_match(s, g) for s, g in zip(spelled[i], golds[i])))
+            out["copyable"].append(first and any(any(c) for c in copied))
+            out["spellable"].append(first and any(spelled_back))
     return out
+
+
+def target_specials(tokenizer):
+    """The special tokens a target gets before and after its text (T5: none and </s>; BART: <s> and </s>)."""
+    text = tokenizer(text_target="a", add_special_tokens=False)["input_ids"]
+    full = tokenizer(text_target="a")["input_ids"]
+    at = next(i for i in range(len(full)) if full[i:i + len(text)] == text)
+    return full[:at], full[at + len(text):]
 
 
 def training_windows(encoded, no_answer_share, no_answer_labels, seed):
@@ -137,10 +161,11 @@ def main():
                              fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
                              new_fingerprint=key, load_from_cache_file=False)
         questions = len(set(split_rows["id"]))  # train_answers: all repeats a question once per answer
-        reachable = {}
-        for qid, window, ok in zip(enc["id"], enc["window"], enc["reachable"]):
+        ceilings = {"extractive": {}, "generation": {}}  # question -> can some gold be matched exactly
+        for qid, window, copyable, spellable in zip(enc["id"], enc["window"], enc["copyable"], enc["spellable"]):
             if window == 0:
-                reachable[qid] = reachable.get(qid, False) or ok
+                ceilings["extractive"][qid] = ceilings["extractive"].get(qid, False) or copyable
+                ceilings["generation"][qid] = ceilings["generation"].get(qid, False) or spellable
         report[split] = {
             "questions": questions,
             "source_tokens_mean": round(sum(map(len, enc["input_ids"])) / len(enc), 1),
@@ -148,15 +173,17 @@ def main():
             "windows": len(enc),
             "answers_in_no_window": sum(enc["answer_in_no_window"]),
             "targets_truncated": sum(enc["target_truncated"]),
+            "gold_answers_not_copyable": sum(enc["golds_not_copyable"]),
             "gold_answers_not_spelled": sum(enc["golds_not_spelled"]),
-            "exact_match_ceiling": round(100 * sum(reachable.values()) / questions, 2),
+            **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / questions, 2)
+               for mode, reached in ceilings.items()},
         }
-        if split != "test":  # the test split keeps every window: evaluation answers each
+        if split != "test":  # the test split keeps every window, and where its tokens come from: evaluation answers each
             share = settings["no_answer_windows"] if split == "train" else 0.0
-            enc = training_windows(enc, share, no_answer_labels, p["seed"])
+            enc = training_windows(enc, share, no_answer_labels, p["seed"]).remove_columns("offsets")
         report[split]["examples"] = len(enc)
         encoded[split] = enc.remove_columns(["holds_answer", "windowed", "answer_in_no_window", "target_truncated",
-                                             "golds_not_spelled", "reachable"])
+                                             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"])
         print(f"{split}: {report[split]}")
 
     with staged(OUT) as tmp:

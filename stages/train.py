@@ -26,11 +26,13 @@ from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, 
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stages import modeling, params, tracking
+from stages import decoding, metrics, modeling, params, tracking
 from stages.errors import InputError, cli
 from stages.outputs import remove, staged, staging_path
 
 TOKENIZED = Path("data/tokenized")
+VALIDATION_ROWS = Path("data/prepared/validation.jsonl")
+VALIDATION_METRICS = ("exact_match", "f1", "rougeL")  # answered validation questions, at each evaluation
 OUT = Path("models")
 CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
 LIVE_DIR = "dvclive"
@@ -106,14 +108,44 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
+class ValidationQuestions:
+    """Validation questions answered at each evaluation, decoded as the evaluate stage decodes the
+    test split: exact match, F1 and ROUGE-L as curves over training. `count` of them, spread evenly
+    over the split (consecutive rows are one article's)."""
+
+    def __init__(self, path, count, tokenize_params, evaluate_params):
+        rows = datasets.load_dataset("json", data_files=str(path), split="train")
+        self.rows = rows.select(range(0, len(rows), max(1, len(rows) // count))[:count])
+        self.tokenize_params, self.evaluate_params = tokenize_params, evaluate_params
+
+    def scores(self, model, tokenizer):
+        answers = decoding.answer_questions(model, tokenizer, self.rows["question"], self.rows["context"],
+                                            self.tokenize_params, self.evaluate_params)
+        summary, _ = metrics.score({row["id"]: row["answers"]["text"] for row in self.rows},
+                                   dict(zip(self.rows["id"], answers)))
+        return {name: summary[name] for name in VALIDATION_METRICS}
+
+
 class QATrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose training batches follow a token budget when batch_tokens > 0, and are
-    otherwise grouped by length in an order fixed by seed and epoch."""
+    otherwise grouped by length in an order fixed by seed and epoch; each evaluation also answers
+    `validation_questions` (a ValidationQuestions, or None for the eval loss alone)."""
 
-    def __init__(self, *args, batch_tokens=0, **kwargs):
+    def __init__(self, *args, batch_tokens=0, validation_questions=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
+        self.validation_questions = validation_questions
         self.epoch_sampler = None  # the training order's sampler, once the data loader is built
+
+    def evaluation_loop(self, dataloader, description, *args, metric_key_prefix="eval", **kwargs):
+        output = super().evaluation_loop(dataloader, description, *args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if description == "Evaluation" and self.validation_questions is not None:  # not predict()'s loop
+            # the main process answers; every process gets the scores (the best model is chosen on them)
+            scores = (self.validation_questions.scores(self.model, self.processing_class)
+                      if self.is_world_process_zero() else None)
+            scores = broadcast_object_list([scores])[0]
+            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        return output
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -196,13 +228,18 @@ def main():
         tracking.configure_wandb()
 
     checkpoints = CHECKPOINTS / run_key(p)
+    # keep_best: the Trainer keeps the checkpoint of the best validation F1 and loads it at the end,
+    # which needs a checkpoint at each evaluation, so both happen at the end of each epoch
+    saving = (dict(save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1")
+              if hp["keep_best"] else dict(save_strategy="steps", save_steps=hp["save_steps"]))
     args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
-                              save_strategy="steps", save_steps=hp["save_steps"],
                               save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
-                              report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"))
+                              report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"), **saving)
+    validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"], p["tokenize"], p["evaluate"])
+                            if hp["eval_questions"] else None)
     trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                        batch_tokens=hp["batch_tokens"])
+                        batch_tokens=hp["batch_tokens"], validation_questions=validation_questions)
     # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
     trainer.remove_callback(DVCLiveCallback)
     if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):
@@ -233,9 +270,9 @@ def main():
 
 def run_key(p):
     """Names a run's checkpoint folder after its params and data: a run resumes only its own checkpoints."""
-    digest = hashlib.sha256(json.dumps([p["seed"], p["model"], {k: v for k, v in p["train"].items()
-                                                               if k != "report_to"}], sort_keys=True).encode())
-    for path in sorted(TOKENIZED.rglob("*")):
+    digest = hashlib.sha256(json.dumps([p["seed"], p["model"], {k: v for k, v in p["train"].items() if k != "report_to"},
+                                        p["evaluate"]], sort_keys=True).encode())
+    for path in sorted(TOKENIZED.rglob("*")) + [VALIDATION_ROWS]:
         if path.is_file():
             digest.update(str(path.relative_to(TOKENIZED)).encode())
             digest.update(path.read_bytes())

@@ -1,7 +1,43 @@
 import json
+from pathlib import Path
 
 import pytest
+import sentencepiece
 import torch
+from transformers import T5Tokenizer
+
+SQUAD_SAMPLE = Path(__file__).parent / "data" / "squad-sample"  # three real SQuAD v1.1 articles (CC BY-SA 4.0)
+
+
+def squad_sample_texts():
+    """Every context and question of the real SQuAD sample."""
+    texts = []
+    for split in ("train", "validation"):
+        for article in json.loads((SQUAD_SAMPLE / f"{split}.json").read_text())["data"]:
+            for paragraph in article["paragraphs"]:
+                texts += [paragraph["context"]] + [qa["question"] for qa in paragraph["qas"]]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer_dir(tmp_path_factory):
+    """A tokenizer made as t5-small's was: a SentencePiece Unigram model (nmt_nfkc normalization, no byte
+    fallback, pad 0 / eos 1 / unk 2, no bos) in a folder whose config.json says t5, loaded by
+    T5Tokenizer with 100 <extra_id_*> tokens, here trained on the real SQuAD sample, and saved as the
+    Hub's t5-small folder holds it."""
+    folder = tmp_path_factory.mktemp("t5-tokenizer")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(squad_sample_texts()), model_prefix=str(folder / "spiece"), vocab_size=2000,
+        model_type="unigram", normalization_rule_name="nmt_nfkc", byte_fallback=False,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    T5Tokenizer.from_pretrained(folder, extra_ids=100).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer(t5_tokenizer_dir):
+    return T5Tokenizer.from_pretrained(t5_tokenizer_dir, extra_ids=100)
 
 
 def squad_v1(*paragraphs):

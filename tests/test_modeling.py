@@ -126,66 +126,6 @@ def test_unknown_model_name_offline_fails_fast(monkeypatch):
         modeling.load_tokenizer("no-such/model")
 
 
-def test_generate_keeps_input_order_despite_length_sorting(tokenizer):
-    torch.manual_seed(0)
-    model = modeling.build_model(SCRATCH, tokenizer)
-    inputs = [tokenizer(t)["input_ids"] for t in ["Ada", "question: When was Ada born? context: London", "born"]]
-    batched = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=4)
-    one_by_one = [modeling.generate(model, tokenizer, [ids], batch_size=1, max_new_tokens=4)[0] for ids in inputs]
-    assert batched == one_by_one
-
-
-SPECIAL = [0, 1, 2]  # pad (T5's decoder start), </s>, <unk>
-
-
-def allowed_after(source, prefix, decoder_start=(0,)):
-    """Token ids CopySpan leaves allowed after `prefix`, for one row of spans (-1: no token)."""
-    span = modeling.CopySpan(torch.tensor([source]), eos_token_id=1, prompt_length=len(decoder_start))
-    scores = span(torch.tensor([[*decoder_start, *prefix]]), torch.zeros(1, 12))
-    return {int(i) for i in torch.nonzero(scores[0] > float("-inf"))}
-
-
-def test_copy_span_allows_only_tokens_that_continue_a_span_of_the_input():
-    source = [5, 6, 7, 5, 8, -1, 6, 9, -1, -1]  # two token sequences, then padding
-    assert allowed_after(source, []) == {5, 6, 7, 8, 9, 1}
-    assert allowed_after(source, [5]) == {6, 8, 1}
-    assert allowed_after(source, [5, 6]) == {7, 1}
-    assert allowed_after(source, [6]) == {7, 9, 1}  # either sequence
-    assert allowed_after(source, [6, 5]) == {1}  # not a span: only </s>
-    assert allowed_after(source, [8]) == {1}  # no token follows 8: the span can only end
-    assert allowed_after(source, [0, 2]) == {1}  # special tokens are never part of a span
-    assert allowed_after(source, [5], decoder_start=(2, 0)) == {6, 8, 1}  # BART: </s> then the forced <s>
-
-
-def test_the_decoder_start_tokens_are_left_alone():
-    scores = modeling.CopySpan(torch.tensor([[5, 6]]), 1, prompt_length=2)(torch.tensor([[2]]), torch.zeros(1, 12))
-    assert torch.isfinite(scores).all()  # BART's forced <s> comes from its own processor
-
-
-def test_copyable_spans_add_the_input_spaced_around_punctuation(tokenizer):
-    ids = tokenizer("question: Who? context: (Ada) was born.")["input_ids"]
-    spans = modeling.copyable_spans(tokenizer, [ids])[0].tolist()
-    answer = tokenizer("Ada", add_special_tokens=False)["input_ids"]
-    windows = [spans[i:i + len(answer)] for i in range(len(spans))]
-    assert answer in windows
-    assert spans[:len(ids)] == [-1 if t in SPECIAL else t for t in ids]  # the input itself, special tokens dropped
-
-
-def test_extractive_generation_answers_with_spans_of_the_input(tokenizer):
-    torch.manual_seed(0)
-    model = modeling.build_model(SCRATCH, tokenizer)
-    # an untrained model mostly says <pad> or </s>: make it say three real tokens
-    model.generation_config.suppress_tokens, model.generation_config.min_new_tokens = [0, 2], 3
-    texts = TEXTS[:1] + ["question: Who was born in London? context: In 1815 Ada was born."]
-    inputs = [tokenizer(t)["input_ids"] for t in texts]
-    free = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6)
-    copied = modeling.generate(model, tokenizer, inputs, batch_size=2, max_new_tokens=6, extractive=True)
-    assert any(answer not in tokenizer.decode(ids, skip_special_tokens=True) for answer, ids in zip(free, inputs))
-    for answer, ids in zip(copied, inputs):  # a span, up to the spacing of punctuation
-        assert answer
-        assert answer.replace(" ", "") in tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "")
-
-
 def test_a_checkpoint_with_pickled_weights_only_is_refused(tmp_path, tokenizer):
     """Loading a pickle can run code: model.name folders must hold safetensors."""
     model = modeling.build_model(SCRATCH, tokenizer)

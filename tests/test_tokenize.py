@@ -1,7 +1,7 @@
 import datasets
 import pytest
 
-from stages import modeling, squad
+from stages import decoding, modeling, squad
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
 
@@ -72,7 +72,7 @@ def test_an_unanswerable_question_is_trained_to_say_nothing_in_every_window(toke
     rows = {"id": ["q1"], "question": ["Who?"], "context": [CONTEXT], "answers": [{"text": [], "answer_start": []}]}
     out = encode(rows, tokenizer, 512, 32, stride=8)
     assert out["labels"] == [[tokenizer.eos_token_id]] and out["holds_answer"] == [True]
-    assert out["reachable"] == [True] and out["golds_not_spelled"] == [0]
+    assert out["copyable"] == out["spellable"] == [True] and out["golds_not_spelled"] == out["golds_not_copyable"] == [0]
 
 
 def test_a_long_target_is_cut_and_counted(tokenizer):
@@ -90,8 +90,26 @@ def test_answers_the_tokenizer_cannot_spell_are_counted():
                         {"text": ["Zürich"], "answer_start": [17]},
                         {"text": ["1843"], "answer_start": [27]}]}
     out = encode(rows, tok, 512, 32, stride=8)
-    assert out["golds_not_spelled"] == [1, 1, 0]
-    assert out["reachable"] == [True, False, True]  # normalised "{x}" is "x": still an exact match
+    assert out["golds_not_spelled"] == [0, 1, 0]  # normalised "{x}" is "x": still an exact match
+    assert out["spellable"] == [True, False, True]
+    assert out["golds_not_copyable"] == [0, 0, 0] and out["copyable"] == [True] * 3  # copying keeps "ü"
+
+
+def test_the_target_is_the_answer_as_the_context_s_tokens_write_it(t5_tokenizer):
+    context = "Chopin left Warsaw (1830) for Paris and Łódź."
+    rows = {"id": ["q1", "q2", "q3"], "question": ["When?", "Where?", "What?"], "context": [context] * 3,
+            "answers": [{"text": [answer], "answer_start": [context.index(answer)]}
+                        for answer in ("1830", "Łódź", "ars")]}  # "ars": a piece of a word
+    out = encode(rows, t5_tokenizer, 512, 32, stride=8)
+    alone = t5_tokenizer(text_target=["1830", "Łódź", "ars"])["input_ids"]
+    for labels, ids, offsets, answer in zip(out["labels"], out["input_ids"], out["offsets"], ["1830", "Łódź"]):
+        source = decoding.copy_source(ids, offsets)
+        assert labels[-1] == t5_tokenizer.eos_token_id
+        assert decoding.copied_text(labels[:-1], source, context) == answer
+    assert out["labels"][0] != alone[0]  # "(18" "30" in the context, "18" "30" alone
+    assert out["labels"][2] == alone[2]  # nothing covers it: the answer tokenized alone
+    assert out["copyable"] == [True, True, False] and out["golds_not_copyable"] == [0, 0, 1]
+    assert out["spellable"] == [True, False, True] and out["golds_not_spelled"] == [0, 1, 0]  # <unk> loses "Ł", "ź"
 
 
 def test_all_answers_gives_one_row_per_distinct_answer():

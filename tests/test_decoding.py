@@ -1,0 +1,201 @@
+import json
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from stages import decoding, metrics, modeling, squad, windows
+from tests.conftest import SQUAD_SAMPLE
+
+CONTEXT = ("Chopin left Warsaw for Vienna (1830) and later played in Kraków, Łódź and Poznań; "
+           "critics called him \"the poet of the piano\". He was paid 5½ francs.")
+QUESTION = "Where did Chopin play?"
+
+
+def window(tokenizer, context=CONTEXT, question=QUESTION):
+    [[w]] = windows.split(tokenizer, [question], [context], 512, 128)
+    return w
+
+
+@pytest.mark.parametrize("answer", ["Kraków", "Łódź", "Poznań", "1830", "the poet of the piano",
+                                    "\"the poet of the piano\"", "5½ francs", "Vienna (1830)"])
+def test_an_answer_s_tokens_copy_back_verbatim_from_the_context(t5_tokenizer, answer):
+    """Unicode the vocabulary lacks (<unk> tokens), answers right after "(" or a quote, NFKC's 5½."""
+    w = window(t5_tokenizer)
+    source = decoding.copy_source(w.input_ids, w.offsets)
+    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index(answer), answer)
+    assert tokens is not None
+    assert decoding.copied_text(tokens, source, CONTEXT) == answer
+
+
+def test_decoding_the_tokens_would_lose_what_copying_keeps(t5_tokenizer):
+    w = window(t5_tokenizer)
+    source = decoding.copy_source(w.input_ids, w.offsets)
+    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index("Łódź"), "Łódź")
+    assert t5_tokenizer.unk_token_id in tokens  # Ł and ź are not in the vocabulary
+    assert t5_tokenizer.decode(tokens, skip_special_tokens=True) != "Łódź"
+
+
+def test_a_token_covering_more_than_the_answer_counts_only_when_scoring_ignores_the_rest(t5_tokenizer):
+    context = "The sum rose in 1817 to $9.2 million."
+    w = window(t5_tokenizer, context)
+    source = decoding.copy_source(w.input_ids, w.offsets)
+    assert decoding.answer_tokens(source, context, context.index("817"), "7") is None  # a piece of "1817"
+    tokens = decoding.answer_tokens(source, context, context.index("9.2"), "9.2 million")
+    assert decoding.copied_text(tokens, source, context) in ("9.2 million", "9.2 million.")
+
+
+def test_copy_source_holds_only_context_tokens(t5_tokenizer):
+    w = window(t5_tokenizer)
+    ids, spans = decoding.copy_source(w.input_ids, w.offsets)
+    assert len(ids) == sum(start >= 0 for start, _ in w.offsets) < len(w.input_ids)
+    assert spans[0, 0] == 0 and spans[-1, 1] == len(CONTEXT)  # from the context's first character to its last
+    assert (spans[1:, 0] >= spans[:-1, 0]).all() and (spans[:, 0] <= spans[:, 1]).all()
+
+
+def test_the_real_sample_s_answers_are_nearly_all_copyable(t5_tokenizer):
+    """The extractive ceiling on real SQuAD text with a T5 SentencePiece tokenizer. What is left are
+    gold answers that begin inside a word ("7" of "1817", "C" of "City")."""
+    rows = squad.read_file(SQUAD_SAMPLE / "train.json")
+    per_question = windows.split(t5_tokenizer, rows["question"], rows["context"], 512, 128)
+    copied = 0
+    for row, question_windows in zip(rows, per_question):
+        text, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
+        for w in question_windows:
+            source = decoding.copy_source(w.input_ids, w.offsets)
+            tokens = decoding.answer_tokens(source, row["context"], start, text)
+            if tokens is not None:
+                copied += metrics.exact_match(decoding.copied_text(tokens, source, row["context"]), text)
+                break
+    assert copied / len(rows) >= 0.995
+
+
+SPECIAL = [0, 1, 2]  # pad (T5's decoder start), </s>, <unk>
+
+
+def allowed_after(source, prefix, decoder_start=(0,)):
+    """Token ids CopySpan leaves allowed after `prefix`, for one row of context tokens (-1: padding)."""
+    span = decoding.CopySpan(torch.tensor([source]), eos_token_id=1, prompt_length=len(decoder_start))
+    scores = span(torch.tensor([[*decoder_start, *prefix]]), torch.zeros(1, 12))
+    return {int(i) for i in torch.nonzero(scores[0] > float("-inf"))}
+
+
+def test_copy_span_allows_only_tokens_that_continue_a_span_of_the_context():
+    source = [5, 6, 7, 5, 8, 2, 9, -1, -1]  # context tokens, <unk> among them, then padding
+    assert allowed_after(source, []) == {5, 6, 7, 8, 2, 9, 1}
+    assert allowed_after(source, [5]) == {6, 8, 1}
+    assert allowed_after(source, [5, 6]) == {7, 1}
+    assert allowed_after(source, [8]) == {2, 1}  # <unk> stands for characters copying gets back
+    assert allowed_after(source, [6, 5]) == {1}  # not a span: only </s>
+    assert allowed_after(source, [9]) == {1}  # no token follows 9: the span can only end
+    assert allowed_after(source, [5], decoder_start=(2, 0)) == {6, 8, 1}  # BART: </s> then the forced <s>
+
+
+def test_the_decoder_start_tokens_are_left_alone():
+    scores = decoding.CopySpan(torch.tensor([[5, 6]]), 1, prompt_length=2)(torch.tensor([[2]]), torch.zeros(1, 12))
+    assert torch.isfinite(scores).all()  # BART's forced <s> comes from its own processor
+
+
+def tiny_t5(tokenizer):
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+
+def force(model, preferences):
+    """Make the model prefer, at answer token k, preferences[k] (a list of token ids, best first), then </s>:
+    a model that has learned exactly these answers, for the end-to-end checks below."""
+    step = [0]
+
+    def hook(module, args, kwargs, output):  # with the KV cache each call gets the newest token alone
+        step[0] = 0 if kwargs["decoder_input_ids"].tolist() == [[0]] * len(output.logits) else step[0] + 1
+        k = step[0]
+        logits = torch.full_like(output.logits[:, -1], -100.0)
+        for rank, token in enumerate(preferences[k] if k < len(preferences) else [1]):
+            logits[:, token] = 100.0 - rank
+        output.logits[:, -1] = logits
+        return output
+    model.register_forward_hook(hook, with_kwargs=True)
+    return model
+
+
+def test_a_model_that_picks_the_span_gets_the_context_s_characters(t5_tokenizer):
+    w = window(t5_tokenizer)
+    tokens = decoding.answer_tokens(decoding.copy_source(w.input_ids, w.offsets), CONTEXT, CONTEXT.index("Łódź"),
+                                    "Łódź")
+    model = force(tiny_t5(t5_tokenizer), [[token] for token in tokens])
+    extractive, _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, True)
+    free, _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, False)
+    assert extractive == ["Łódź"]
+    assert free == [t5_tokenizer.decode(tokens, skip_special_tokens=True)] != ["Łódź"]
+
+
+def test_no_answer_comes_from_the_question_or_the_prompt_words(t5_tokenizer):
+    question = "Who was the composer of Warsaw?"
+    w = window(t5_tokenizer, question=question)
+    only_in_prompt = [t for t in t5_tokenizer("question: composer context:", add_special_tokens=False)["input_ids"]
+                      if t not in decoding.copy_source(w.input_ids, w.offsets)[0]]
+    assert only_in_prompt
+    warsaw = t5_tokenizer("Warsaw", add_special_tokens=False)["input_ids"]
+    # the model would rather say a prompt or question word; the copy constraint leaves it "Warsaw"
+    model = force(tiny_t5(t5_tokenizer), [[only_in_prompt[0], warsaw[0]]] + [[t] for t in warsaw[1:]])
+    [answer], _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, True)
+    assert answer == "Warsaw"
+
+
+def test_generate_keeps_input_order_despite_length_sorting(t5_tokenizer):
+    model = tiny_t5(t5_tokenizer)
+    model.generation_config.min_new_tokens = 2
+    rows = [window(t5_tokenizer, context) for context in ["Ada", CONTEXT, "Ada was born in London in 1815."]]
+    inputs, contexts = [(w.input_ids, w.offsets) for w in rows], ["Ada", CONTEXT, "Ada was born in London in 1815."]
+    for extractive in (False, True):
+        texts, ids = decoding.generate(model, t5_tokenizer, inputs, contexts, 2, 4, extractive)
+        singles = [decoding.generate(model, t5_tokenizer, [x], [c], 1, 4, extractive) for x, c in zip(inputs, contexts)]
+        assert texts == [text for [text], _ in singles] and ids == [answer for _, [answer] in singles]
+        if extractive:
+            assert all(text in context for text, context in zip(texts, contexts))
+
+
+def test_the_surest_real_answer_wins_and_no_answer_never_beats_one():
+    ids = ["a", "a", "a", "b", "b", "c"]
+    answers = ["1700", "London", "", "", "", "Paris"]
+    log_probs = {0: -2.0, 1: -3.0, 2: -0.1, 3: -0.5, 4: -0.2}
+    assert decoding.choose(ids, answers, log_probs) == {
+        "a": ("1700", "1700"),  # -2 beats -3; the empty answer's -0.1 does not count
+        "b": ("", ""),  # no window found an answer: no answer
+        "c": ("Paris", "Paris"),
+    }
+    assert decoding.choose(["a", "a"], ["x", "y"], {0: -5.0, 1: -1.0})["a"] == ("y", "x")  # changed by windowing
+
+
+def test_answer_log_probs_are_the_model_s_own_sequence_log_probabilities(t5_tokenizer):
+    model = tiny_t5(t5_tokenizer)
+    inputs = [window(t5_tokenizer).input_ids, window(t5_tokenizer, "Ada was born in London.").input_ids]
+    answers = [t5_tokenizer("London", add_special_tokens=False)["input_ids"], []]
+    scores = decoding.answer_log_probs(model, t5_tokenizer, inputs, answers, batch_size=1)
+    for ids, answer, score in zip(inputs, answers, scores):
+        labels = torch.tensor([answer + [t5_tokenizer.eos_token_id]])
+        loss = model(input_ids=torch.tensor([ids]), labels=labels).loss  # mean negative log-likelihood
+        assert abs(score + loss.item() * labels.shape[1]) < 1e-3
+
+
+def test_every_question_is_answered_from_its_windows(t5_tokenizer):
+    model = tiny_t5(t5_tokenizer)
+    model.generation_config.min_new_tokens = 2
+    long_context = json.loads((SQUAD_SAMPLE / "train.json").read_text())["data"][1]["paragraphs"][0]["context"]
+    questions, contexts = ["What is it?", QUESTION], [long_context, CONTEXT]
+    answers = decoding.answer_questions(model, t5_tokenizer, questions, contexts,
+                                        {"max_source_length": 64, "stride": 16},
+                                        {"batch_size": 4, "max_new_tokens": 4, "extractive": True})
+    assert len(windows.split(t5_tokenizer, questions[:1], contexts[:1], 64, 16)[0]) > 1
+    assert len(answers) == 2 and all(answer and answer in context for answer, context in zip(answers, contexts))
+
+
+def test_scratch_models_decode_alike(tmp_path):
+    """The project's own BPE tokenizer goes through the same copying."""
+    tokenizer = modeling.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
+    w = window(tokenizer)
+    source = decoding.copy_source(w.input_ids, w.offsets)
+    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index("1830"), "1830")
+    assert decoding.copied_text(tokens, source, CONTEXT) == "1830"
