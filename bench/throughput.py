@@ -37,7 +37,7 @@ from transformers.utils import logging
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-from stages import modeling, squad, train
+from stages import decoding, modeling, squad, train
 
 SHAPES = {  # t5-small's published config; quick is the bundled default's size
     "t5-small": dict(vocab_size=32128, d_model=512, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),
@@ -48,8 +48,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # de
 
 
 def bundled_tokenizer(vocab_size=4000):
-    """The tokenize stage's default tokenizer, trained on the bundled data: the extractive decoding
-    decodes and re-tokenizes each input, so the ids must stand for real subwords."""
+    """The tokenize stage's default tokenizer, trained on the bundled data, as the stages pad with it."""
     rows, _, _ = squad.load_split(ROOT / "data/raw", "train")
     return modeling.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
                                     vocab_size)
@@ -65,6 +64,12 @@ def examples(n, vocab_size, rng):
         rows.append({"input_ids": [rng.randrange(3, vocab_size) for _ in range(source - 1)] + [1],
                      "labels": [rng.randrange(3, vocab_size) for _ in range(target - 1)] + [1]})
     return rows
+
+
+def as_windows(rows):
+    """The rows as decoding.generate reads windows: every token but </s> one character of its context."""
+    windows = [(r["input_ids"], [(i, i + 1) for i in range(len(r["input_ids"]) - 1)] + [(-1, -1)]) for r in rows]
+    return windows, ["x" * len(r["input_ids"]) for r in rows]
 
 
 def padded(rows):
@@ -275,8 +280,8 @@ def main():
                 if modeling.bf16_supported():
                     model = model.to(torch.bfloat16)  # as modeling.load_trained does for the evaluate stage
                 results["generate_project"] = measure(lambda: time_generation(
-                    lambda m, r: modeling.generate(m, tokenizer, [x["input_ids"] for x in r], eval_batch_size,
-                                                   args.new_tokens, extractive=True), model, test, args.new_tokens),
+                    lambda m, r: decoding.generate(m, tokenizer, *as_windows(r), eval_batch_size, args.new_tokens,
+                                                   extractive=True), model, test, args.new_tokens),
                     "project: generation")
             del trainer, model  # the next variant's peak memory is its own
             gc.collect()

@@ -12,7 +12,6 @@ from stages.outputs import staged, write_json
 
 OUT = Path("data/prepared")
 REPORT = Path("metrics/data.json")
-SHOWN_PROBLEMS = 3
 
 
 @cli
@@ -26,21 +25,24 @@ def main():
                           for split, (_, origin, rows_range) in loaded.items()})
     prepared = {}
     for split, (rows, origin, _) in loaded.items():
-        bad, seen = {}, set()  # row index -> (id, why); evaluate joins predictions by id: ids must be unique
-        for i, row in enumerate(rows):
-            why = squad.problem(row) or ("id: used by an earlier record too" if row["id"] in seen else None)
+        bad, seen = {}, set()  # row index -> (id, Problem); evaluate joins predictions by id: ids must be unique
+        for i, (rid, found) in enumerate(zip(rows["id"], rows["problem"])):
+            why = squad.Problem(**found) if found else squad.Problem("id", "used by an earlier record too") \
+                if rid in seen else None
             if why:
-                bad[i] = (row["id"], why)
+                bad[i] = (rid, why)
             else:
-                seen.add(row["id"])
+                seen.add(rid)
         if bad and data["on_invalid"] == "error":
-            shown = "; ".join(f"id {rid!r}: {why}" for rid, why in list(bad.values())[:SHOWN_PROBLEMS])
-            raise InputError(f"{origin}: {len(bad)} invalid record(s) in split {split} ({shown}"
-                             f"{'; ...' if len(bad) > SHOWN_PROBLEMS else ''}); fix them, "
-                             "or set data.on_invalid: drop to skip them")
+            (i, (rid, why)), more = next(iter(bad.items())), len(bad) - 1
+            where = f"id {rid!r}" if rid else f"record {i + 1} of {data['splits'][split]}"
+            raise InputError(f"{origin}: {where}: {why}"
+                             f"{f' ({more} more invalid records in split {split})' if more else ''}; fix it, "
+                             "or set data.on_invalid: drop to skip invalid records")
         if bad:
             rows = rows.select([i for i in range(len(rows)) if i not in bad])
-            report["dropped_because"].update(why.split(":")[0] for _, why in bad.values())
+            report["dropped_because"].update(why.field for _, why in bad.values())
+        rows = rows.remove_columns("problem")
         if len(rows) == 0:
             raise InputError(f"{origin}: split {split} ({data['splits'][split]}) has no usable records")
         prepared[split] = rows

@@ -38,9 +38,9 @@ def main(argv=None):
     rows = squad.read_file(args.dataset)
     golds = {}
     for row in rows:
-        # like the official script, score against answer texts; only a missing id or text is fatal
-        if (why := squad.problem(row)) and why.startswith(("id", "answers:", "answers.text")):
-            raise InputError(f"{args.dataset}: id {row['id']!r}: {why}")
+        # like the official script, score against answer texts; only a bad id or answer text is fatal
+        if row["problem"] and row["problem"]["field"] in ("id", "answers", "answers.text"):
+            raise InputError(f"{args.dataset}: id {row['id']!r}: {squad.Problem(**row['problem'])}")
         golds[row["id"]] = row["answers"]["text"]
     summary, _ = metrics.score(golds, read_predictions(args.predictions))
     json.dump(summary, sys.stdout, indent=2)

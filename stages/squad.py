@@ -2,10 +2,13 @@
 
 Every source becomes the same flat rows as the Hub's `squad`:
 id, title, context, question, answers {text: [...], answer_start: [...]}; SQuAD v2.0's
-unanswerable questions (`squad_v2`, is_impossible) have empty answer lists.
+unanswerable questions (`squad_v2`, is_impossible) have empty answer lists. Each row also carries its
+`problem` {field, reason}, null for a usable record.
 """
 
+import json
 from pathlib import Path
+from typing import NamedTuple
 
 import datasets
 
@@ -40,7 +43,8 @@ def load_split(source, spec, shuffle_seed=None):
             rows = datasets.load_dataset(source, split=name)
         except Exception as e:  # the Hub's errors have many types; all mean "can't load this id"
             raise InputError(f"data.source = {source!r}: cannot load split {name!r} from the Hub ({e})") from None
-        rows, origin = check_columns(rows, f"{source}:{name}"), f"{source}:{name}"
+        origin = f"{source}:{name}"
+        rows = check_columns(rows, origin).map(problem_column, features=FEATURES, desc="checking records")
     begin, end = slice_bounds(start, stop, len(rows), spec, origin)
     if shuffle_seed is not None:
         rows = rows.shuffle(seed=shuffle_seed)
@@ -87,45 +91,116 @@ def split_file(folder, name):
     return found[0]
 
 
+FEATURES = datasets.Features({
+    "id": datasets.Value("string"), "title": datasets.Value("string"), "context": datasets.Value("string"),
+    "question": datasets.Value("string"),
+    "answers": {"text": datasets.List(datasets.Value("string")), "answer_start": datasets.List(datasets.Value("int64"))},
+    "problem": {"field": datasets.Value("string"), "reason": datasets.Value("string")},  # null: a usable record
+})
+CHUNK = 10_000  # records turned into Arrow at a time: memory stays bounded for a large file
+
+
+class Problem(NamedTuple):
+    """Why a record is unusable: the field and what is wrong with it."""
+    field: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.field}: {self.reason}"
+
+
 def read_file(path):
-    """A SQuAD v1.1 / v2.0 .json (nested articles) or a flat .jsonl/.parquet file as flat rows."""
+    """A SQuAD v1.1 / v2.0 .json (nested articles) or a flat .jsonl/.parquet file as flat rows, each
+    with its `problem` (None for a usable record). The JSON is read here rather than by Arrow, whose
+    type inference stops at the first field of another type: such a record is kept, its bad fields
+    empty, and its problem says what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    nested = path.suffix == ".json"
+    if path.suffix == ".parquet":
+        rows = check_columns(datasets.load_dataset("parquet", data_files=str(path), split="train"), str(path))
+        return rows.map(problem_column, features=FEATURES, desc=f"checking {path.name}")
+    records = flatten_articles(read_json(path), path) if path.suffix == ".json" else read_json_lines(path)
+    parts, chunk = [], []
+    for record in records:
+        chunk.append(typed(record))
+        if len(chunk) == CHUNK:
+            parts.append(datasets.Dataset.from_list(chunk, features=FEATURES))
+            chunk = []
+    if chunk or not parts:
+        parts.append(datasets.Dataset.from_list(chunk, features=FEATURES))
+    return datasets.concatenate_datasets(parts)
+
+
+def read_json(path):
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise InputError(f"{path}: the file is empty; expected SQuAD v1.1 / v2.0 JSON")
     try:
-        rows = datasets.load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train",
-                                     **({"field": "data"} if nested else {}))
-    except Exception as e:  # datasets wraps JSON and Arrow errors in several types
-        cause = e.__cause__ or e
-        raise InputError(f"{path}: cannot be read as {'SQuAD JSON' if nested else path.suffix[1:]} "
-                         f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})") from None
-    if nested:
-        rows = flatten_articles(rows, path)
-    return check_columns(rows, str(path))
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
 
 
-def flatten_articles(articles, path):
-    if "paragraphs" not in articles.column_names:
+def read_json_lines(path):
+    """Flat records, one JSON object a line."""
+    empty = True
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            empty = False
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}, line {n}, column {e.colno}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}, line {n}: expected a JSON object, got {described(record)}")
+            if n == 1:
+                missing = [c for c in ("id", "context", "question", "answers") if c not in record]
+                if missing:
+                    raise InputError(f"{path}: records have no field {', '.join(missing)}; "
+                                     "expected id, title, context, question, answers{text, answer_start}")
+            yield record
+    if empty:
+        raise InputError(f"{path}: the file is empty; expected one SQuAD record a line")
+
+
+def flatten_articles(document, path):
+    """The flat records of nested SQuAD JSON: {"data": [{"title", "paragraphs": [{"context", "qas"}]}]}."""
+    articles = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(articles, list) or not all(isinstance(a, dict) and "paragraphs" in a for a in articles):
         raise InputError(f"{path}: expected SQuAD v1.1 / v2.0 JSON, {{\"data\": [{{\"title\", \"paragraphs\": [...]}}]}}")
+    for article in articles:
+        for paragraph in article["paragraphs"] if isinstance(article["paragraphs"], list) else []:
+            for qa in (paragraph.get("qas") or []) if isinstance(paragraph, dict) else []:
+                qa = qa if isinstance(qa, dict) else {}
+                answers = qa.get("answers")
+                if isinstance(answers, list) and all(isinstance(a, dict) for a in answers):
+                    answers = {"text": [a.get("text") for a in answers],
+                               "answer_start": [a.get("answer_start") for a in answers]}
+                yield {"id": qa.get("id"), "title": article.get("title"), "context": paragraph.get("context"),
+                       "question": qa.get("question"), "answers": answers}
 
-    def flatten(batch):
-        out = {"id": [], "title": [], "context": [], "question": [], "answers": []}
-        for title, paragraphs in zip(batch.get("title", [""] * len(batch["paragraphs"])), batch["paragraphs"]):
-            for paragraph in paragraphs or []:
-                for qa in paragraph.get("qas") or []:
-                    answers = qa.get("answers")
-                    out["id"].append(qa.get("id"))
-                    out["title"].append(title or "")
-                    out["context"].append(paragraph.get("context"))
-                    out["question"].append(qa.get("question"))
-                    out["answers"].append(None if answers is None else {
-                        "text": [a.get("text") for a in answers],
-                        "answer_start": [a.get("answer_start") for a in answers]})
-        return out
 
-    return articles.map(flatten, batched=True, remove_columns=articles.column_names,
-                        desc=f"flattening {path.name}")
+def typed(record):
+    """A raw record in FEATURES' types: a field of another type is left empty (its problem says so)."""
+    answers = record.get("answers")
+    if not (isinstance(answers, dict) and is_list_of(answers.get("text"), str)
+            and is_list_of(answers.get("answer_start"), int)):
+        answers = None
+    fields = {name: value if isinstance(value := record.get(name), str) else None
+              for name in ("id", "title", "context", "question")}
+    return {**fields, "title": fields["title"] or "", "answers": answers, **problem_column(record)}
+
+
+def problem_column(row):
+    found = problem(row)
+    return {"problem": found._asdict() if found else None}
+
+
+def is_list_of(value, kind):
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
 
 
 def check_columns(rows, origin):
@@ -138,22 +213,44 @@ def check_columns(rows, origin):
     return rows.select_columns(["id", "title", "context", "question", "answers"])
 
 
+def described(value):
+    """A value's JSON type, with the value when short: for messages."""
+    kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    shown = json.dumps(value, ensure_ascii=False)
+    return f"{kind} ({shown})" if value is not None and len(shown) <= 40 else kind
+
+
 def problem(row):
-    """Why a record is unusable, as 'field: reason', or None when it is fine."""
-    if not isinstance(row["id"], str) or not row["id"]:
-        return "id: missing"
+    """Why a record (raw JSON values, or a row of typed columns) is unusable, as a Problem, or None."""
+    if row.get("id") is None or row.get("id") == "":
+        return Problem("id", "missing")
+    if not isinstance(row["id"], str):
+        return Problem("id", f"expected a string, got {described(row['id'])}")
     for field in ("context", "question"):
-        if not isinstance(row[field], str) or not row[field].strip():
-            return f"{field}: missing or empty"
-    answers = row["answers"]
-    if not isinstance(answers, dict) or not isinstance(answers.get("text"), list):
-        return "answers: none given"
-    texts, starts = answers["text"], answers.get("answer_start") or []  # no texts: unanswerable (SQuAD v2.0)
+        if not isinstance(row.get(field), str):
+            return Problem(field, "missing" if row.get(field) is None else f"expected a string, got {described(row[field])}")
+        if not row[field].strip():
+            return Problem(field, "empty")
+    answers = row.get("answers")
+    if answers is None:
+        return Problem("answers", "missing")
+    if not isinstance(answers, dict):
+        return Problem("answers", "expected a list of {text, answer_start} objects (flat files: "
+                                  f"{{text: [...], answer_start: [...]}}), got {described(answers)}")
+    texts, starts = answers.get("text"), answers.get("answer_start")  # no texts: unanswerable (SQuAD v2.0)
+    for field, values in (("text", texts), ("answer_start", starts)):
+        if not isinstance(values, list):
+            return Problem(f"answers.{field}", f"expected a list, got {described(values)}")
     if len(texts) != len(starts):
-        return "answers: text and answer_start differ in length"
+        return Problem("answers", "text and answer_start differ in length")
     for text, start in zip(texts, starts):
-        if not isinstance(text, str) or not text.strip():
-            return "answers.text: empty"
-        if not isinstance(start, int) or row["context"][start:start + len(text)] != text:
-            return f"answers.answer_start: {text!r} is not at {start} in the context"
+        if not isinstance(text, str):
+            return Problem("answers.text", f"expected a string, got {described(text)}")
+        if not text.strip():
+            return Problem("answers.text", "empty")
+        if not isinstance(start, int) or isinstance(start, bool):
+            return Problem("answers.answer_start", f"expected a number, got {described(start)}")
+        if row["context"][start:start + len(text)] != text:
+            return Problem("answers.answer_start", f"{text!r} is not at {start} in the context")
     return None

@@ -274,7 +274,7 @@ def run_key(p):
                                         p["evaluate"]], sort_keys=True).encode())
     for path in sorted(TOKENIZED.rglob("*")) + [VALIDATION_ROWS]:
         if path.is_file():
-            digest.update(str(path.relative_to(TOKENIZED)).encode())
+            digest.update(str(path).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

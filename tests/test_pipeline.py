@@ -85,6 +85,8 @@ def test_repro_trains_and_evaluates(repo):
         assert 0 <= scores[name] <= 100
     predictions = (repo / "data" / "predictions" / "test.jsonl").read_text().splitlines()
     assert len(predictions) == 60
+    contexts = {row["id"]: row["context"] for row in map(json.loads, (repo / "data" / "prepared" / "test.jsonl")
+                                                        .read_text().splitlines())}
     windows = json.loads((repo / "metrics" / "tokenize.json").read_text())
     assert windows["test"]["windowed"] > 0 and windows["test"]["windows"] > 60
     assert windows["train"]["answers_in_no_window"] == 0 and windows["train"]["examples"] >= 400
@@ -96,6 +98,13 @@ def test_repro_trains_and_evaluates(repo):
     assert (repo / "models" / "generation_config.json").exists()
     assert (repo / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").exists()
     assert (repo / "dvclive" / "plots" / "metrics" / "eval" / "loss.tsv").exists()
+    for name in ("exact_match", "f1", "rougeL"):  # validation questions answered after each epoch
+        curve = (repo / "dvclive" / "plots" / "metrics" / "eval" / f"{name}.tsv").read_text().splitlines()
+        assert curve[0] == f"step\t{name}" and len(curve) == 2  # one epoch
+    assert windows["test"]["exact_match_ceiling_extractive"] >= windows["test"]["exact_match_ceiling_generation"]
+    for line in predictions:  # extractive answers are spans of their own context
+        row = json.loads(line)
+        assert row["prediction"] in contexts[row["id"]]
     assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "status")
     # secrets in the environment reach no output, lock file, log or metric
     files = [path for path in repo.rglob("*") if path.is_file() and ".git" not in path.parts]

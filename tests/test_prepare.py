@@ -72,8 +72,7 @@ def test_invalid_record_stops_with_its_id_and_field_and_writes_nothing(project, 
         prepare.main()
     assert e.value.code == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it
-    assert line.startswith("error: raw/train.json: 1 invalid record(s) in split train")
-    assert "id 'q2': answers.answer_start: '1815' is not at 3" in line
+    assert line.startswith("error: raw/train.json: id 'q2': answers.answer_start: '1815' is not at 3 in the context; ")
     assert "data.on_invalid: drop" in line
     assert not Path("data").exists() and not Path("metrics").exists()
 
@@ -100,6 +99,20 @@ def test_a_repeated_id_is_invalid_and_drop_keeps_its_first_record(project, capsy
     first = data["data"][0]["paragraphs"][0]["qas"][0]
     assert [(r["id"], r["question"]) for r in read_jsonl("data/prepared/train.jsonl")] == [("q1", first["question"])]
     assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"id": 1}
+
+
+def test_a_field_of_the_wrong_type_names_file_id_and_field_and_drop_drops_it(project, capsys):
+    data = json.loads((project / "raw" / "train.json").read_text())
+    data["data"][0]["paragraphs"][0]["qas"][1]["answers"] = "London"
+    (project / "raw" / "train.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        prepare.main()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: raw/train.json: id 'q2': answers: expected a list of {text, answer_start} objects")
+    set_params(project, on_invalid="drop")
+    prepare.main()
+    assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
+    assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"answers": 1}
 
 
 def test_overlapping_train_and_validation_slices_stop_before_any_output(project, capsys):

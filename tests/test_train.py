@@ -4,11 +4,13 @@ import random
 
 import datasets
 import pytest
+import safetensors.torch
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, \
-    T5ForConditionalGeneration
+    T5ForConditionalGeneration, TrainerCallback
 
-from stages import modeling, train
+from stages import modeling, squad, tokenize, train
+from tests.conftest import SQUAD_SAMPLE
 
 MAX_SOURCE = 24
 HP = {"lr": 1e-2, "epochs": 8, "batch_size": 8, "warmup_steps": 2, "weight_decay": 0.0}
@@ -142,3 +144,48 @@ def test_the_last_checkpoint_is_the_newest_that_every_process_finished(tmp_path)
     assert train.last_checkpoint(tmp_path, processes=2) == tmp_path / "checkpoint-20"
     assert train.last_checkpoint(tmp_path, processes=1) is None  # one process writes rng_state.pth
     assert train.last_checkpoint(tmp_path / "none", processes=1) is None
+
+
+class StopAfterFirstSave(TrainerCallback):
+    """A run killed right after its first checkpoint."""
+
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt
+
+
+def test_validation_questions_are_answered_each_epoch_and_the_best_epoch_is_kept_across_a_resume(
+        tmp_path, t5_tokenizer):
+    rows = squad.read_file(SQUAD_SAMPLE / "validation.json").select(range(24))
+    validation = tmp_path / "validation.jsonl"
+    rows.to_json(validation, lines=True)
+    encoded = datasets.Dataset.from_dict(tokenize.encode(rows[:], t5_tokenizer, 512, 16, 128))
+    examples = encoded.select_columns(["input_ids", "attention_mask", "labels"])
+    questions = train.ValidationQuestions(validation, 8, {"max_source_length": 512, "stride": 128},
+                                          {"batch_size": 8, "max_new_tokens": 4, "extractive": True})
+    assert len(questions.rows) == 8 and questions.rows["id"][1] == rows["id"][3]  # spread over the split
+
+    def trainer(callbacks=()):
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=len(t5_tokenizer), d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, dropout_rate=0.0,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        args = train.training_arguments({**HP, "lr": 3e-3, "epochs": 3}, 0, tmp_path / "run", report_to="none",
+                                        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                                        metric_for_best_model="f1", save_total_limit=1)
+        return train.QATrainer(model=model, args=args, train_dataset=examples, eval_dataset=examples,
+                               processing_class=t5_tokenizer, validation_questions=questions, callbacks=list(callbacks),
+                               data_collator=DataCollatorForSeq2Seq(t5_tokenizer, model=model))
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer([StopAfterFirstSave()]).train()
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=str(train.last_checkpoint(tmp_path / "run")))
+    evaluations = [entry for entry in resumed.state.log_history if "eval_loss" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1, 2, 3]  # the first one from before the kill
+    for entry in evaluations:
+        assert {"eval_exact_match", "eval_f1", "eval_rougeL"} <= set(entry) and 0 <= entry["eval_f1"] <= 100
+    best = max(evaluations, key=lambda entry: entry["eval_f1"])
+    assert resumed.state.best_metric == best["eval_f1"]
+    assert resumed.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}")
+    kept = safetensors.torch.load_file(f"{resumed.state.best_model_checkpoint}/model.safetensors")
+    assert all(torch.equal(kept[name], value) for name, value in resumed.model.state_dict().items() if name in kept)
