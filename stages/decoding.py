@@ -59,9 +59,9 @@ def unpaired_marks_trimmed(text):
 
 def answer_tokens(source, context, start, text):
     """The fewest context tokens that cover the gold answer `text` at character `start`, or None
-    where they also cover more than SQuAD's normalisation ignores: "Tajiks\"." (one token '".')
-    answers "Tajiks\"", "1817" does not answer "7". Extractive decoding copies such tokens;
-    trained to write them, the model answers with spans it can copy."""
+    where they also cover more than SQuAD's normalisation ignores: the tokens of 'Tajiks".' (one
+    token '".') answer 'Tajiks"', those of "1817" do not answer "7". Extractive decoding copies
+    such tokens; trained to write them, the model answers with spans it can copy."""
     ids, spans = source
     end = start + len(text)
     inside = np.flatnonzero((spans[:, 1] > start) & (spans[:, 0] < end) | (spans[:, 0] == start))
@@ -73,7 +73,7 @@ def answer_tokens(source, context, start, text):
 class CopySpan(LogitsProcessor):
     """Extractive decoding: each answer is a span of its window's context tokens, then </s>.
 
-    After a generated prefix only the tokens that follow that prefix somewhere in the copy sources
+    After a generated prefix only the tokens that follow that prefix somewhere in the context
     stay allowed (a SQuAD answer is a span of its context: never of the question or the prompt), so
     a model that has learned to copy but mixes up two names is steered to a span that exists; </s>
     may end the answer at any point (at once: SQuAD v2's "no answer"). `sources` holds each row's

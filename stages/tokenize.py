@@ -32,8 +32,8 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
     """One row per window of each question's input (windows.split; a context that fits is one window),
     with the context characters each input token covers (offsets: evaluation copies answers by them)
     and the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer"):
-    the window's own tokens of that answer where they cover it exactly, else the answer tokenized
-    alone. holds_answer tells whether the window holds that answer; the other columns count per
+    the window's own tokens of that answer where they cover it (decoding.answer_tokens), else the
+    answer tokenized alone. holds_answer tells whether the window holds that answer; the other columns count per
     question, on its first window: what truncation cut, which gold answers no span of the context's
     tokens covers (extractive decoding cannot answer them) and which the tokenizer cannot spell
     (decoding their tokens does not give them back: free generation cannot answer them)."""
@@ -178,7 +178,7 @@ def main():
             **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / questions, 2)
                for mode, reached in ceilings.items()},
         }
-        if split != "test":  # the test split keeps every window, and where its tokens come from: evaluation answers each
+        if split != "test":  # the test split keeps every window and its offsets: evaluation answers each
             share = settings["no_answer_windows"] if split == "train" else 0.0
             enc = training_windows(enc, share, no_answer_labels, p["seed"]).remove_columns("offsets")
         report[split]["examples"] = len(enc)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 from transformers import BartConfig, BartForConditionalGeneration, MT5Config, MT5ForConditionalGeneration, \
-    T5Config, T5ForConditionalGeneration
+    T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from stages import modeling
+from tests.conftest import SQUAD_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = {"train": "train[:96]", "validation": "train[96:112]", "test": "validation[:16]"}
@@ -31,10 +32,11 @@ ARCHITECTURES = {
 }
 
 
-def run(cwd, stage):
-    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, capture_output=True, text=True,
+def run(cwd, stage, *args):
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, f"stages.{stage} failed:\n{result.stderr[-3000:]}"
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,40 @@ def test_a_source_budget_beyond_the_models_positions_is_a_param_error(prepared, 
         f"error: tokenize.max_source_length = 2048 is more than model.name = '{checkpoint}' can read "
         "(1024 positions): set it to 1024 or less")
     assert not (work / "data" / "tokenized").exists()
+
+
+def test_real_squad_with_t5_small_s_kind_of_tokenizer_answers_with_spans_of_the_context(t5_tokenizer_dir, tmp_path):
+    """Real SQuAD text (unicode names, long contexts read as windows) through every stage and predict,
+    with a T5Tokenizer over a SentencePiece Unigram model as t5-small has."""
+    checkpoint = tmp_path / "t5"
+    tokenizer = T5Tokenizer.from_pretrained(t5_tokenizer_dir, extra_ids=100)  # as from_pretrained("t5-small")
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), feed_forward_proj="relu", **TINY, **SPECIAL))
+    model.generation_config.min_new_tokens = 2  # untrained, it would say </s> at once: make it answer
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    work = tmp_path / "work"
+    work.mkdir()
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(source=str(SQUAD_SAMPLE), splits={"train": "train[:160]", "validation": "train[160:200]",
+                                                       "test": "validation[:40]"})
+    p["model"]["name"] = str(checkpoint)
+    p["tokenize"].update(max_source_length=128, stride=32)
+    p["train"].update(epochs=1, batch_size=16, eval_questions=8)
+    p["evaluate"]["max_new_tokens"] = 6
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    for stage in ("prepare", "tokenize", "train", "evaluate"):
+        run(work, stage)
+
+    report = json.loads((work / "metrics" / "tokenize.json").read_text())
+    assert report["test"]["windowed"] > 0
+    assert 0 < report["test"]["exact_match_ceiling_extractive"] <= 100  # long answers may span two windows
+    contexts = {row["id"]: row for row in map(json.loads, (work / "data/prepared/test.jsonl").read_text().splitlines())}
+    predictions = [json.loads(line) for line in (work / "data/predictions/test.jsonl").read_text().splitlines()]
+    assert len(predictions) == 40
+    for row in predictions:
+        assert row["prediction"] and row["prediction"] in contexts[row["id"]]["context"]  # verbatim, unicode too
+    curve = (work / "dvclive/plots/metrics/eval/f1.tsv").read_text().splitlines()
+    assert curve[0] == "step\tf1" and len(curve) == 2
+    context = "Chopin played in Łódź and Kraków (1830), then left for Paris."
+    answer = run(work, "predict", "--question", "Where did Chopin play?", "--context", context).strip()
+    assert answer and answer in context

@@ -72,3 +72,10 @@ def test_a_stride_too_large_for_the_source_budget_is_an_error(tmp_path):
     with pytest.raises(InputError, match="tokenize.stride: .* under half of tokenize.max_source_length"):
         params.load(path)
     params.load(edited(tmp_path, lambda p: p["tokenize"].update(stride=255)))
+
+
+def test_keeping_the_best_epoch_needs_validation_questions(tmp_path):
+    path = edited(tmp_path, lambda p: p["train"].update(keep_best=True, eval_questions=0))
+    with pytest.raises(InputError, match="train.keep_best: the best epoch is the one of the best validation F1"):
+        params.load(path)
+    assert params.load(edited(tmp_path, lambda p: p["train"].update(keep_best=True)))["train"]["keep_best"] is True
