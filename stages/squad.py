@@ -119,7 +119,12 @@ def read_file(path):
         raise InputError(f"{path}: no such file")
     if path.suffix == ".parquet":
         rows = check_columns(datasets.load_dataset("parquet", data_files=str(path), split="train"), str(path))
-        return rows.map(problem_column, features=FEATURES, desc=f"checking {path.name}")
+        try:
+            return rows.map(problem_column, features=FEATURES, desc=f"checking {path.name}")
+        except (TypeError, ValueError) as e:  # a column of another type: Parquet types whole columns
+            raise InputError(f"{path}: columns of other types than SQuAD's ({str(e).splitlines()[0][:200]}); "
+                             "expected id, title, context, question: strings, answers: "
+                             "{text: list of strings, answer_start: list of integers}") from None
     records = flatten_articles(read_json(path), path) if path.suffix == ".json" else read_json_lines(path)
     parts, chunk = [], []
     for record in records:

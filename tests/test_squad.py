@@ -1,5 +1,6 @@
 import json
 
+import datasets
 import pytest
 
 from stages import squad
@@ -175,3 +176,10 @@ def test_a_v2_file_keeps_unanswerable_questions_with_empty_answers(tmp_path, wri
     rows = squad.read_file(path)
     assert [(r["id"], r["answers"]["text"]) for r in rows] == [("a1", ["London"]), ("n1", [])]
     assert [squad.problem(r) for r in rows] == [None, None]
+
+
+def test_a_parquet_column_of_another_type_is_named_as_an_input_error(tmp_path):
+    datasets.Dataset.from_dict({"id": ["a"], "context": ["x London"], "question": ["q"],
+                                "answers": ["London"]}).to_parquet(tmp_path / "train.parquet")
+    with pytest.raises(InputError, match=r"train\.parquet: columns of other types than SQuAD's"):
+        squad.read_file(tmp_path / "train.parquet")
