@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 from contextlib import nullcontext
@@ -35,7 +36,7 @@ VALIDATION_ROWS = Path("data/prepared/validation.jsonl")
 VALIDATION_METRICS = ("exact_match", "f1", "rougeL")  # answered validation questions, at each evaluation
 OUT = Path("models")
 CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
-LIVE_DIR = "dvclive"
+LIVE_DIR = Path("dvclive")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
 
@@ -254,17 +255,29 @@ def main():
         if resume:
             print(f"resuming from {resume} (an interrupted run of these params and data)")
         monitor_gpu_only_with_nvml()
-    # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits
-    logger = Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False, monitor_system=True) if main_process else nullcontext()
+    # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits.
+    # The curves are written beside the checkpoints and replace the git-tracked dvclive/ only once the
+    # run has finished: a failed or interrupted run leaves the last finished run's curves as they were.
+    live_dir = checkpoints / "dvclive"
+    logger = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, monitor_system=True) if main_process
+              else nullcontext())
     with logger as live:
         if live:
             trainer.add_callback(LiveCallback(live=live))
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except KeyboardInterrupt:
+            saved = last_checkpoint(checkpoints, trainer.args.world_size)
+            raise KeyboardInterrupt(f"training stopped at step {trainer.state.global_step}; `dvc repro` resumes "
+                                    f"from {saved}" if saved else "training stopped before its first checkpoint; "
+                                    "`dvc repro` starts it again") from None
     # safetensors weights, config, generation config, tokenizer; every process joins in (FSDP gathers
     # the weights from all of them), the main one writes
     with staged(OUT) if main_process else nullcontext(staging_path(OUT)) as tmp:
         trainer.save_model(str(tmp))
     if main_process:
+        with staged(LIVE_DIR) as tmp:
+            shutil.copytree(live_dir, tmp)
         remove(checkpoints)  # done: nothing left to resume
 
 

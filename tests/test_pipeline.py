@@ -467,3 +467,42 @@ def test_checkpoints_of_other_params_are_not_resumed(tmp_path):
     (stale / "rng_state.pth").write_bytes(b"")  # complete, but of other params
     out = sh(repo, sys.executable, "-m", "dvc", "repro")
     assert "resuming" not in out
+
+
+def porcelain(repo):
+    return sh(repo, "git", "status", "--porcelain").splitlines()
+
+
+def test_failed_and_interrupted_runs_leave_git_status_as_the_user_left_it(repo):
+    """DVC deletes a stage's outputs before running it, and DVCLive writes as training goes: a failed
+    or interrupted run must still leave every git-tracked file as it was, but for the user's edits."""
+    commit(repo, "before the failures")
+    raw, params_file = repo / "data" / "raw" / "train.json", repo / "params.yaml"
+    original_raw, original_params = raw.read_text(), params_file.read_text()
+    try:
+        raw.write_text(original_raw.replace('"answer_start": ', '"answer_start": 9999', 1))  # bad data
+        failed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, capture_output=True, text=True)
+        assert failed.returncode == 255 and "answers.answer_start" in failed.stderr
+        assert porcelain(repo) == [" M data/raw/train.json"]
+        raw.write_text(original_raw)
+
+        params_file.write_text(original_params.replace("lr: 0.0007", "lr: 0.0003"))
+        run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 300
+        while not list((repo / "checkpoints").glob("*/dvclive/plots/metrics/*.tsv")):  # training is logging
+            assert run.poll() is None and time.time() < deadline, run.communicate()
+            time.sleep(0.2)
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+        _, err = run.communicate(timeout=120)
+        assert run.returncode != 0
+        stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
+        assert len(stopped) == 1 and "training stopped" in stopped[0] and "`dvc repro`" in stopped[0], err[-3000:]
+        assert "Traceback" not in err
+        assert porcelain(repo) == [" M params.yaml"]
+    finally:
+        raw.write_text(original_raw)
+        params_file.write_text(original_params)
+        shutil.rmtree(repo / "checkpoints", ignore_errors=True)
+        sh(repo, sys.executable, "-m", "dvc", "checkout")
+    assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "status")
