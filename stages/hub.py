@@ -9,14 +9,16 @@ from stages.errors import InputError
 
 
 def local_path(name, param):
-    """The folder `name` names, or None for a Hub id; a path-like name that does not exist is an error."""
+    """The folder `name` names, or None for a Hub id; a path-like name that does not exist is an error.
+    `owner/name` is a Hub id unless a folder `owner` is here (data/nope: a mistyped path)."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{param} = {name!r} is a file; point it at a folder")
         return path
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise InputError(f"{param} = {name!r}: no such folder")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "/" in name and path.parent.is_dir():
+        raise InputError(f"{param} = {name!r}: no such folder (from {Path.cwd()}); "
+                         f"point {param} at a folder that exists, or at a Hugging Face Hub id")
     return None
 
 

@@ -4,6 +4,7 @@ Each entry of SCHEMA is a dotted param name, the type it must have and a range c
 All problems are reported at once, each with its dotted name.
 """
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -97,11 +98,37 @@ def load(path=PARAMS_FILE):
             problems.append(f"{name} = {section[leaf]!r} is not {expected}")
         else:
             section[leaf] = value
+    for name in leaves(params):
+        if name not in SCHEMA:  # a misspelt key would otherwise be ignored while its default is used
+            guess = nearest(name)
+            problems.append(f"{name} is not a param of this pipeline" + (f" (did you mean {guess}?)" if guess else ""))
     if not problems:
         problems = [f"{name}: {message}" for name, check, message in COMBINATIONS if not check(params)]
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
     return params
+
+
+def nearest(name):
+    """The known param `name` most likely meant: one of its section named by its initials
+    (learning_rate: lr), else the closest spelling in its section, else anywhere."""
+    section, _, leaf = name.rpartition(".")
+    siblings = {known.rpartition(".")[2]: known for known in SCHEMA if known.rpartition(".")[0] == section}
+    initials = "".join(word[0] for word in leaf.split("_") if word)
+    if initials in siblings:
+        return siblings[initials]
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.5)
+    return siblings[close[0]] if close else next(iter(difflib.get_close_matches(name, SCHEMA, n=1, cutoff=0.5)), None)
+
+
+def leaves(section, prefix=""):
+    """The dotted names of a nested mapping's values, descending into the sections SCHEMA knows."""
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and any(known.startswith(f"{name}.") for known in SCHEMA):
+            yield from leaves(value, f"{name}.")
+        else:
+            yield name
 
 
 def coerce(value, kind):

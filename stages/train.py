@@ -156,6 +156,12 @@ class QATrainer(Seq2SeqTrainer):
             return self.epoch_sampler
         return sampler
 
+    def _issue_warnings_after_load(self, load_result):
+        # a checkpoint holds a tied weight once (T5: shared.weight), so its other names are "missing"
+        tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+        load_result.missing_keys[:] = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result)
+
     def _run_epoch(self, *args, epoch, **kwargs):
         # accelerate's set_epoch misses a sampler behind both its process shard and its resume skipper
         # (several processes, resumed mid-epoch), so each epoch's order is set here, where the epoch is known

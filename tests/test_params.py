@@ -79,3 +79,11 @@ def test_keeping_the_best_epoch_needs_validation_questions(tmp_path):
     with pytest.raises(InputError, match="train.keep_best: the best epoch is the one of the best validation F1"):
         params.load(path)
     assert params.load(edited(tmp_path, lambda p: p["train"].update(keep_best=True)))["train"]["keep_best"] is True
+
+
+def test_an_unknown_key_is_an_error_naming_the_nearest_param(tmp_path):
+    path = edited(tmp_path, lambda p: p["train"].update(learning_rate=3e-4))
+    with pytest.raises(InputError, match=r"train.learning_rate is not a param of this pipeline \(did you mean train.lr"):
+        params.load(path)
+    with pytest.raises(InputError, match=r"colour is not a param of this pipeline$"):
+        params.load(edited(tmp_path, lambda p: p.update(colour="blue")))

@@ -79,9 +79,13 @@ def test_missing_and_ambiguous_split_files(tmp_path, write_json, small_squad):
         squad.load_split(str(tmp_path), "train")
 
 
-def test_a_path_that_does_not_exist_is_not_taken_for_a_hub_id(tmp_path):
+def test_a_path_that_does_not_exist_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="no such folder"):
         squad.load_split(str(tmp_path / "nope"), "train")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # data/nope: a mistyped folder, not the Hub dataset `nope` of a user `data`
+    with pytest.raises(InputError, match=r"^data.source = 'data/nope': no such folder"):
+        squad.load_split("data/nope", "train")
 
 
 def row(**changes):
