@@ -71,7 +71,7 @@ def main():
     hp = p["evaluate"]
     model, tokenizer = modeling.load_trained(MODEL)
     test = datasets.load_from_disk(str(TEST_INPUTS))
-    questions = datasets.load_dataset("json", data_files=str(TEST_ROWS), split="train")
+    questions = datasets.load_dataset("json", data_files={"test": str(TEST_ROWS)}, split="test")
 
     contexts = dict(zip(questions["id"], questions["context"]))
     chosen = decoding.answer(model, tokenizer, test["id"], list(zip(test["input_ids"], test["offsets"])),

@@ -138,7 +138,7 @@ def check_source_length(model_name, max_source_length):
 @cli
 def main():
     p = params.load()
-    rows = {split: datasets.load_dataset("json", data_files=str(PREPARED / f"{split}.jsonl"), split="train")
+    rows = {split: datasets.load_dataset("json", data_files={split: str(PREPARED / f"{split}.jsonl")}, split=split)
             for split in squad.SPLITS}
     if modeling.is_scratch(p["model"]):
         train = rows["train"]

@@ -115,7 +115,7 @@ class ValidationQuestions:
     over the split (consecutive rows are one article's)."""
 
     def __init__(self, path, count, tokenize_params, evaluate_params):
-        rows = datasets.load_dataset("json", data_files=str(path), split="train")
+        rows = datasets.load_dataset("json", data_files={"validation": str(path)}, split="validation")
         self.rows = rows.select(range(0, len(rows), max(1, len(rows) // count))[:count])
         self.tokenize_params, self.evaluate_params = tokenize_params, evaluate_params
 
