@@ -1,14 +1,18 @@
-# `make run`: set up .venv and run the pipeline; `make test`: run the tests.
+# `make run`: set up .venv and run the pipeline; `make test`: the fast tests; `make test-slow`: the end-to-end ones.
 VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test
+.PHONY: run test test-slow
 run: $(VENV)/.installed
 	dvc repro
 
 test: $(VENV)/.installed
-	python -m pytest -q
+	python -m pytest -q -m "not slow"
+
+# end to end through dvc and subprocesses: pipeline, kill and resume, queue, several processes, benchmark
+test-slow: $(VENV)/.installed
+	python -m pytest -q -m slow
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

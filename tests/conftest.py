@@ -6,7 +6,11 @@ import sentencepiece
 import torch
 from transformers import T5Tokenizer
 
-SQUAD_SAMPLE = Path(__file__).parent / "data" / "squad-sample"  # three real SQuAD v1.1 articles (CC BY-SA 4.0)
+SQUAD_SAMPLE = Path(__file__).parent / "data" / "squad-sample"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end to end through dvc or subprocesses (make test-slow; CI runs both tiers)")  # three real SQuAD v1.1 articles (CC BY-SA 4.0)
 
 
 def squad_sample_texts():

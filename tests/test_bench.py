@@ -16,8 +16,9 @@ from tests.conftest import training_losses
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_both_sides_and_a_json_summary():
-    run = subprocess.run([sys.executable, "bench/throughput.py", "--quick", "--steps", "2", "--generate", "16",
+    run = subprocess.run([sys.executable, "bench/throughput.py", "--quick", "--steps", "1", "--generate", "8",
                           "--candidate", "compile"], cwd=ROOT, capture_output=True, text=True, check=True)
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     for side in ("train_seed", "train_project", "generate_seed", "generate_project", "train_compile"):

@@ -53,6 +53,7 @@ def prepared(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path):
     checkpoint = tmp_path / architecture
@@ -75,6 +76,7 @@ def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path)
     assert metrics["questions"] == 16 and metrics["missing_predictions"] == 0
 
 
+@pytest.mark.slow
 def test_a_source_budget_beyond_the_models_positions_is_a_param_error(prepared, tmp_path):
     checkpoint = tmp_path / "bart"
     tokenizer = modeling.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)

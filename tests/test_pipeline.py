@@ -19,6 +19,8 @@ from transformers import AutoModelForSeq2SeqLM
 
 from stages.metrics import METRICS
 
+pytestmark = pytest.mark.slow  # each test runs dvc on a tiny copy of the project
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", "data/raw", "data/.gitignore", ".dvc/config",
                  ".dvc/.gitignore", ".dvc/plots", ".dvcignore", ".gitignore"]
