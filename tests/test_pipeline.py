@@ -182,11 +182,19 @@ def test_pr_report_diffs_metrics_and_params_and_flags_a_stale_lock(repo):
         params_file.write_text(original)
 
 
+DROPPED = "precision|recall|rouge1|rouge2|rougeLsum|questions|missing_predictions|long_contexts.*"  # README
+
+
 def test_exp_show_lists_the_projects_params_and_metrics_not_timings(repo):
     table = sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv")
     header = table.splitlines()[0]
     assert "train.lr" in header and "exact_match" in header
     assert not re.search(r"runtime|per_second|flos|output_dir|system", header), header
+    columns = header.split(",")
+    assert columns[columns.index("exact_match"):][:2] == ["exact_match", "f1"]  # the headline leads
+    assert "train.windows" not in columns and "rows.train" not in columns  # reports stay files, not columns
+    compact = sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--csv", "--only-changed", "--drop", DROPPED)
+    assert compact.startswith("Experiment") and not re.search(r"rouge1|precision|long_contexts", compact)
 
 
 def test_plots_include_training_system_and_error_analysis(repo):
