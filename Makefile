@@ -3,9 +3,16 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test test-slow
+.PHONY: run quick test test-slow
 run: $(VENV)/.installed
 	dvc repro
+
+# the whole pipeline on a quarter of the data, 4 epochs, as a temporary experiment: the workspace stays as it is
+QUICK = -S "data.splits.train='train[:5000]'" -S "data.splits.validation='train[20000:20200]'" \
+        -S "data.splits.test='validation[:300]'" -S train.epochs=4 -S train.eval_questions=50
+quick: $(VENV)/.installed
+	dvc exp run --temp $(QUICK)
+	dvc exp show --only-changed --drop 'precision|recall|rouge1|rouge2|rougeLsum|questions|missing_predictions|long_contexts.*|data/.*|models|stages/.*'
 
 test: $(VENV)/.installed
 	python -m pytest -q -m "not slow"

@@ -25,7 +25,7 @@ def train_tokenizer(texts, vocab_size):
     """A SentencePiece-style BPE tokenizer (words marked with ▁, punctuation split off), T5's special ids.
 
     BPE, not Unigram: on this project's templated data the Unigram trainer split the most frequent
-    words into letters ("▁w as"), doubling input lengths (README, "Tokenizer"). Saved as a generic
+    words into letters ("▁w as"), doubling input lengths (docs/guide.md, "Tokenizer"). Saved as a generic
     fast tokenizer, since transformers 5's T5Tokenizer only rebuilds Unigram vocabularies.
     """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -55,7 +55,7 @@ def merge_position_bias_once():
     queries, keys) tensor in every layer, though the first layer of a stack hands the same two tensors
     to all the others. This merges them once per stack and forward, the result kept on the position bias
     tensor (and freed with it): on an H100 training 5%, generation 9% faster (bench/README.md). Every
-    forward number is the same; the bias's gradient sums its layers' parts in another order (README,
+    forward number is the same; the bias's gradient sums its layers' parts in another order (docs/guide.md,
     "The bundled data"). For the whole process: it patches transformers' function, once.
     """
     merge = sdpa_attention.create_position_bias_mask
