@@ -499,7 +499,7 @@ def test_failed_and_interrupted_runs_leave_git_status_as_the_user_left_it(repo):
         raw.write_text(original_raw)
 
         p = yaml.safe_load(original_params)
-        p["train"]["lr"] = 1.23e-4  # params no run had: DVC's run cache cannot skip the training
+        p["train"].update(lr=1.23e-4, epochs=20)  # params no run had (DVC's run cache cannot skip it), long
         params_file.write_text(yaml.safe_dump(p, sort_keys=False))
         run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -507,6 +507,7 @@ def test_failed_and_interrupted_runs_leave_git_status_as_the_user_left_it(repo):
         while not list((repo / "checkpoints").glob("*/dvclive/plots/metrics/*.tsv")):  # training is logging
             assert run.poll() is None and time.time() < deadline, run.communicate()
             time.sleep(0.2)
+        assert run.poll() is None  # 20 epochs: far from done
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, err = run.communicate(timeout=120)
         assert run.returncode != 0
