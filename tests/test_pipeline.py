@@ -493,7 +493,9 @@ def test_failed_and_interrupted_runs_leave_git_status_as_the_user_left_it(repo):
     original_raw, original_params = raw.read_text(), params_file.read_text()
     try:
         raw.write_text(original_raw.replace('"answer_start": ', '"answer_start": 9999', 1))  # bad data
-        failed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, capture_output=True, text=True)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # as sh()
+        failed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True,
+                                text=True)
         assert failed.returncode == 255 and "answers.answer_start" in failed.stderr
         assert porcelain(repo) == [" M data/raw/train.json"]
         raw.write_text(original_raw)
@@ -502,7 +504,7 @@ def test_failed_and_interrupted_runs_leave_git_status_as_the_user_left_it(repo):
         p["train"].update(lr=1.23e-4, epochs=20)  # params no run had (DVC's run cache cannot skip it), long
         params_file.write_text(yaml.safe_dump(p, sort_keys=False))
         shutil.rmtree(repo / "checkpoints", ignore_errors=True)  # killed runs of earlier tests left theirs
-        run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, stdout=subprocess.PIPE,
+        run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.time() + 300
         while not list((repo / "checkpoints").glob("*/dvclive/plots/metrics/*.tsv")):  # training is logging
