@@ -192,7 +192,7 @@ def test_every_question_is_answered_from_its_windows(t5_tokenizer):
     assert len(answers) == 2 and all(answer and answer in context for answer, context in zip(answers, contexts))
 
 
-def test_scratch_models_decode_alike(tmp_path):
+def test_scratch_models_decode_alike():
     """The project's own BPE tokenizer goes through the same copying."""
     tokenizer = modeling.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
     w = window(tokenizer)
