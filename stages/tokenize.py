@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 from transformers import AutoConfig
 
-from stages import decoding, metrics, modeling, params, squad, windows
+from stages import metrics, modeling, params, spans, squad, windows
 from stages.errors import InputError, cli
 from stages.outputs import staged, write_json
 
@@ -32,7 +32,7 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
     """One row per window of each question's input (windows.split; a context that fits is one window),
     with the context characters each input token covers (offsets: evaluation copies answers by them)
     and the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer"):
-    the window's own tokens of that answer where they cover it (decoding.answer_tokens), else the
+    the window's own tokens of that answer where they cover it (spans.answer_tokens), else the
     answer tokenized alone. holds_answer tells whether the window holds that answer; the other columns count per
     question, on its first window: what truncation cut, which gold answers no span of the context's
     tokens covers (extractive decoding cannot answer them) and which the tokenizer cannot spell
@@ -47,11 +47,11 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
         context, answers = batch["context"][i], batch["answers"][i]
         golds = list(zip(answers["text"], answers["answer_start"])) or [("", None)]
         alone = tokenizer(text_target=[text for text, _ in golds], add_special_tokens=False)["input_ids"]
-        sources = [decoding.copy_source(w.input_ids, w.offsets) for w in question_windows]
+        sources = [spans.context_tokens(w.input_ids, w.offsets) for w in question_windows]
         # per window, each gold's tokens in it (None: not covered), and whether copying them gives it back
-        covering = [[decoding.answer_tokens(source, context, start, text) if start is not None else []
+        covering = [[spans.answer_tokens(source, context, start, text) if start is not None else []
                      for text, start in golds] for source in sources]
-        copied = [[tokens is not None and metrics.exact_match(decoding.copied_text(tokens, source, context), text)
+        copied = [[tokens is not None and metrics.exact_match(spans.copied_text(tokens, source, context), text)
                    for tokens, (text, _) in zip(window_tokens, golds)] for window_tokens, source in zip(covering, sources)]
         # what the model learns to write for each gold: its tokens in the first window covering it
         written = [next((c[g] for c in covering if c[g] is not None), alone[g]) for g in range(len(golds))]

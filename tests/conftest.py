@@ -6,11 +6,23 @@ import sentencepiece
 import torch
 from transformers import T5Tokenizer
 
-SQUAD_SAMPLE = Path(__file__).parent / "data" / "squad-sample"
+from stages import windows
+
+SQUAD_SAMPLE = Path(__file__).parent / "data" / "squad-sample"  # three real SQuAD v1.1 articles (CC BY-SA 4.0)
+# Unicode the vocabulary lacks, brackets, quotes and NFKC's 5½: what copying answers verbatim must survive
+CONTEXT = ("Chopin left Warsaw for Vienna (1830) and later played in Kraków, Łódź and Poznań; "
+           "critics called him \"the poet of the piano\". He was paid 5½ francs.")
+QUESTION = "Where did Chopin play?"
+
+
+def window(tokenizer, context=CONTEXT, question=QUESTION):
+    """The one window of a question about a short context."""
+    [[w]] = windows.split(tokenizer, [question], [context], 512, 128)
+    return w
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end to end through dvc or subprocesses (make test-slow; CI runs both tiers)")  # three real SQuAD v1.1 articles (CC BY-SA 4.0)
+    config.addinivalue_line("markers", "slow: end to end through dvc or subprocesses (make test-slow; CI runs both tiers)")
 
 
 def squad_sample_texts():

@@ -1,74 +1,10 @@
 import json
 
-import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from stages import decoding, metrics, modeling, squad, windows
-from tests.conftest import SQUAD_SAMPLE
-
-CONTEXT = ("Chopin left Warsaw for Vienna (1830) and later played in Kraków, Łódź and Poznań; "
-           "critics called him \"the poet of the piano\". He was paid 5½ francs.")
-QUESTION = "Where did Chopin play?"
-
-
-def window(tokenizer, context=CONTEXT, question=QUESTION):
-    [[w]] = windows.split(tokenizer, [question], [context], 512, 128)
-    return w
-
-
-@pytest.mark.parametrize("answer", ["Kraków", "Łódź", "Poznań", "1830", "the poet of the piano",
-                                    "\"the poet of the piano\"", "5½ francs", "Vienna (1830)"])
-def test_an_answer_s_tokens_copy_back_verbatim_from_the_context(t5_tokenizer, answer):
-    """Unicode the vocabulary lacks (<unk> tokens), answers right after "(" or a quote, NFKC's 5½."""
-    w = window(t5_tokenizer)
-    source = decoding.copy_source(w.input_ids, w.offsets)
-    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index(answer), answer)
-    assert tokens is not None
-    assert decoding.copied_text(tokens, source, CONTEXT) == answer
-
-
-def test_decoding_the_tokens_would_lose_what_copying_keeps(t5_tokenizer):
-    w = window(t5_tokenizer)
-    source = decoding.copy_source(w.input_ids, w.offsets)
-    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index("Łódź"), "Łódź")
-    assert t5_tokenizer.unk_token_id in tokens  # Ł and ź are not in the vocabulary
-    assert t5_tokenizer.decode(tokens, skip_special_tokens=True) != "Łódź"
-
-
-def test_a_token_covering_more_than_the_answer_counts_only_when_scoring_ignores_the_rest(t5_tokenizer):
-    context = "The sum rose in 1817 to $9.2 million."
-    w = window(t5_tokenizer, context)
-    source = decoding.copy_source(w.input_ids, w.offsets)
-    assert decoding.answer_tokens(source, context, context.index("817"), "7") is None  # a piece of "1817"
-    tokens = decoding.answer_tokens(source, context, context.index("9.2"), "9.2 million")
-    assert decoding.copied_text(tokens, source, context) in ("9.2 million", "9.2 million.")
-
-
-def test_copy_source_holds_only_context_tokens(t5_tokenizer):
-    w = window(t5_tokenizer)
-    ids, spans = decoding.copy_source(w.input_ids, w.offsets)
-    assert len(ids) == sum(start >= 0 for start, _ in w.offsets) < len(w.input_ids)
-    assert spans[0, 0] == 0 and spans[-1, 1] == len(CONTEXT)  # from the context's first character to its last
-    assert (spans[1:, 0] >= spans[:-1, 0]).all() and (spans[:, 0] <= spans[:, 1]).all()
-
-
-def test_the_real_sample_s_answers_are_nearly_all_copyable(t5_tokenizer):
-    """The extractive ceiling on real SQuAD text with a T5 SentencePiece tokenizer. What is left are
-    gold answers that begin inside a word ("7" of "1817", "C" of "City")."""
-    rows = squad.read_file(SQUAD_SAMPLE / "train.json")
-    per_question = windows.split(t5_tokenizer, rows["question"], rows["context"], 512, 128)
-    copied = 0
-    for row, question_windows in zip(rows, per_question):
-        text, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
-        for w in question_windows:
-            source = decoding.copy_source(w.input_ids, w.offsets)
-            tokens = decoding.answer_tokens(source, row["context"], start, text)
-            if tokens is not None:
-                copied += metrics.exact_match(decoding.copied_text(tokens, source, row["context"]), text)
-                break
-    assert copied / len(rows) >= 0.995
-
+from stages import decoding, spans, windows
+from tests.conftest import CONTEXT, QUESTION, SQUAD_SAMPLE, window
 
 SPECIAL = [0, 1, 2]  # pad (T5's decoder start), </s>, <unk>
 
@@ -122,7 +58,7 @@ def force(model, preferences):
 
 def test_a_model_that_picks_the_span_gets_the_context_s_characters(t5_tokenizer):
     w = window(t5_tokenizer)
-    tokens = decoding.answer_tokens(decoding.copy_source(w.input_ids, w.offsets), CONTEXT, CONTEXT.index("Łódź"),
+    tokens = spans.answer_tokens(spans.context_tokens(w.input_ids, w.offsets), CONTEXT, CONTEXT.index("Łódź"),
                                     "Łódź")
     model = force(tiny_t5(t5_tokenizer), [[token] for token in tokens])
     extractive, _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, True)
@@ -135,7 +71,7 @@ def test_no_answer_comes_from_the_question_or_the_prompt_words(t5_tokenizer):
     question = "Who was the composer of Warsaw?"
     w = window(t5_tokenizer, question=question)
     only_in_prompt = [t for t in t5_tokenizer("question: composer context:", add_special_tokens=False)["input_ids"]
-                      if t not in decoding.copy_source(w.input_ids, w.offsets)[0]]
+                      if t not in spans.context_tokens(w.input_ids, w.offsets)[0]]
     assert only_in_prompt
     warsaw = t5_tokenizer("Warsaw", add_special_tokens=False)["input_ids"]
     # the model would rather say a prompt or question word; the copy constraint leaves it "Warsaw"
@@ -190,12 +126,3 @@ def test_every_question_is_answered_from_its_windows(t5_tokenizer):
                                         {"batch_size": 4, "max_new_tokens": 4, "extractive": True})
     assert len(windows.split(t5_tokenizer, questions[:1], contexts[:1], 64, 16)[0]) > 1
     assert len(answers) == 2 and all(answer and answer in context for answer, context in zip(answers, contexts))
-
-
-def test_scratch_models_decode_alike():
-    """The project's own BPE tokenizer goes through the same copying."""
-    tokenizer = modeling.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
-    w = window(tokenizer)
-    source = decoding.copy_source(w.input_ids, w.offsets)
-    tokens = decoding.answer_tokens(source, CONTEXT, CONTEXT.index("1830"), "1830")
-    assert decoding.copied_text(tokens, source, CONTEXT) == "1830"

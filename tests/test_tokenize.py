@@ -1,7 +1,7 @@
 import datasets
 import pytest
 
-from stages import decoding, modeling, squad
+from stages import modeling, spans, squad
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
 
@@ -103,9 +103,9 @@ def test_the_target_is_the_answer_as_the_context_s_tokens_write_it(t5_tokenizer)
     out = encode(rows, t5_tokenizer, 512, 32, stride=8)
     alone = t5_tokenizer(text_target=["1830", "Łódź", "ars"])["input_ids"]
     for labels, ids, offsets, answer in zip(out["labels"], out["input_ids"], out["offsets"], ["1830", "Łódź"]):
-        source = decoding.copy_source(ids, offsets)
+        source = spans.context_tokens(ids, offsets)
         assert labels[-1] == t5_tokenizer.eos_token_id
-        assert decoding.copied_text(labels[:-1], source, context) == answer
+        assert spans.copied_text(labels[:-1], source, context) == answer
     assert out["labels"][0] != alone[0]  # "(18" "30" in the context, "18" "30" alone
     assert out["labels"][2] == alone[2]  # nothing covers it: the answer tokenized alone
     assert out["copyable"] == [True, True, False] and out["golds_not_copyable"] == [0, 0, 1]
