@@ -162,10 +162,7 @@ def read_json_lines(path):
             if not isinstance(record, dict):
                 raise InputError(f"{path}, line {n}: expected a JSON object, got {described(record)}")
             if n == 1:
-                missing = [c for c in ("id", "context", "question", "answers") if c not in record]
-                if missing:
-                    raise InputError(f"{path}: records have no field {', '.join(missing)}; "
-                                     "expected id, title, context, question, answers{text, answer_start}")
+                check_fields(record, path)
             yield record
     if empty:
         raise InputError(f"{path}: the file is empty; expected one SQuAD record a line")
@@ -208,11 +205,15 @@ def is_list_of(value, kind):
     return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
 
 
-def check_columns(rows, origin):
-    missing = [c for c in ("id", "context", "question", "answers") if c not in rows.column_names]
+def check_fields(names, origin):
+    missing = [c for c in ("id", "context", "question", "answers") if c not in names]
     if missing:
         raise InputError(f"{origin}: records have no field {', '.join(missing)}; "
                          "expected id, title, context, question, answers{text, answer_start}")
+
+
+def check_columns(rows, origin):
+    check_fields(rows.column_names, origin)
     if "title" not in rows.column_names:
         rows = rows.add_column("title", [""] * len(rows))
     return rows.select_columns(["id", "title", "context", "question", "answers"])
