@@ -14,6 +14,7 @@ can reach.
 import hashlib
 import json
 import random
+from itertools import accumulate
 from pathlib import Path
 
 import datasets
@@ -26,6 +27,8 @@ from stages.outputs import staged, write_json
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
+REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer_in_no_window", "target_truncated",
+            "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"]  # encode's columns for the report
 
 
 def encode(batch, tokenizer, max_source_length, max_target_length, stride):
@@ -40,13 +43,15 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
     per_question = windows.split(tokenizer, batch["question"], batch["context"], max_source_length, stride)
     head, tail = target_specials(tokenizer)
     room = max_target_length - len(head) - len(tail)
-    out = {key: [] for key in ("id", "window", "input_ids", "attention_mask", "offsets", "labels", "holds_answer",
-                               "windowed", "answer_in_no_window", "target_truncated", "golds_not_copyable",
-                               "golds_not_spelled", "copyable", "spellable")}
-    for i, question_windows in enumerate(per_question):
-        context, answers = batch["context"][i], batch["answers"][i]
-        golds = list(zip(answers["text"], answers["answer_start"])) or [("", None)]
-        alone = tokenizer(text_target=[text for text, _ in golds], add_special_tokens=False)["input_ids"]
+    out = {key: [] for key in ["input_ids", "attention_mask", "offsets", "labels", *REPORTED]}
+    per_question_golds = [list(zip(answers["text"], answers["answer_start"])) or [("", None)]
+                          for answers in batch["answers"]]
+    flat = tokenizer(text_target=[text for golds in per_question_golds for text, _ in golds],
+                     add_special_tokens=False)["input_ids"]  # one call for the batch, not one per question
+    ends = list(accumulate(map(len, per_question_golds)))
+    for i, (question_windows, golds) in enumerate(zip(per_question, per_question_golds)):
+        context = batch["context"][i]
+        alone = flat[ends[i] - len(golds):ends[i]]
         sources = [spans.context_tokens(w.input_ids, w.offsets) for w in question_windows]
         # per window, each gold's tokens in it (None: not covered), and whether copying them gives it back
         covering = [[spans.answer_tokens(source, context, start, text) if start is not None else []
@@ -66,6 +71,7 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
             out["window"].append(window)
             out["input_ids"].append(w.input_ids)
             out["attention_mask"].append([1] * len(w.input_ids))
+            out["source_tokens"].append(len(w.input_ids))
             out["offsets"].append(w.offsets)
             out["labels"].append(head + target[:room] + tail)
             out["holds_answer"].append(holds_answer)
@@ -94,7 +100,8 @@ def training_windows(encoded, no_answer_share, no_answer_labels, seed):
     with the no-answer target, so that a window without the answer is not taught to invent one."""
     rng = random.Random(seed)
     keep, labels = [], []
-    for i, (holds, row_labels) in enumerate(zip(encoded["holds_answer"], encoded["labels"])):
+    columns = encoded.select_columns(["holds_answer", "labels"]).to_dict()  # lists, not row-by-row reads
+    for i, (holds, row_labels) in enumerate(zip(columns["holds_answer"], columns["labels"])):
         if holds or rng.random() < no_answer_share:
             keep.append(i)
             labels.append(row_labels if holds else no_answer_labels)
@@ -141,7 +148,7 @@ def main():
     rows = {split: datasets.load_dataset("json", data_files={split: str(PREPARED / f"{split}.jsonl")}, split=split)
             for split in squad.SPLITS}
     if modeling.is_scratch(p["model"]):
-        train = rows["train"]
+        train = rows["train"].select_columns(["question", "context"]).to_dict()
         texts = [squad.model_input(q, c) for q, c in zip(train["question"], train["context"])]
         tokenizer = modeling.train_tokenizer(texts, p["model"]["scratch"]["vocab_size"])
     else:
@@ -160,21 +167,23 @@ def main():
         enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
                              fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
                              new_fingerprint=key, load_from_cache_file=False)
-        questions = len(set(split_rows["id"]))  # train_answers: all repeats a question once per answer
+        counts = enc.select_columns(REPORTED).to_dict()  # as lists: a Dataset's columns are read row by row
+        questions = len(set(counts["id"]))  # train_answers: all repeats a question once per answer
         ceilings = {"extractive": {}, "generation": {}}  # question -> can some gold be matched exactly
-        for qid, window, copyable, spellable in zip(enc["id"], enc["window"], enc["copyable"], enc["spellable"]):
+        for qid, window, copyable, spellable in zip(counts["id"], counts["window"], counts["copyable"],
+                                                    counts["spellable"]):
             if window == 0:
                 ceilings["extractive"][qid] = ceilings["extractive"].get(qid, False) or copyable
                 ceilings["generation"][qid] = ceilings["generation"].get(qid, False) or spellable
         report[split] = {
             "questions": questions,
-            "source_tokens_mean": round(sum(map(len, enc["input_ids"])) / len(enc), 1),
-            "windowed": sum(enc["windowed"]),  # contexts longer than the source budget
+            "source_tokens_mean": round(sum(counts["source_tokens"]) / len(enc), 1),
+            "windowed": sum(counts["windowed"]),  # contexts longer than the source budget
             "windows": len(enc),
-            "answers_in_no_window": sum(enc["answer_in_no_window"]),
-            "targets_truncated": sum(enc["target_truncated"]),
-            "gold_answers_not_copyable": sum(enc["golds_not_copyable"]),
-            "gold_answers_not_spelled": sum(enc["golds_not_spelled"]),
+            "answers_in_no_window": sum(counts["answer_in_no_window"]),
+            "targets_truncated": sum(counts["target_truncated"]),
+            "gold_answers_not_copyable": sum(counts["golds_not_copyable"]),
+            "gold_answers_not_spelled": sum(counts["golds_not_spelled"]),
             **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / questions, 2)
                for mode, reached in ceilings.items()},
         }
@@ -182,8 +191,7 @@ def main():
             share = settings["no_answer_windows"] if split == "train" else 0.0
             enc = training_windows(enc, share, no_answer_labels, p["seed"]).remove_columns("offsets")
         report[split]["examples"] = len(enc)
-        encoded[split] = enc.remove_columns(["holds_answer", "windowed", "answer_in_no_window", "target_truncated",
-                                             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"])
+        encoded[split] = enc.remove_columns([c for c in REPORTED if c not in ("id", "window")])
         print(f"{split}: {report[split]}")
 
     with staged(OUT) as tmp:
