@@ -27,6 +27,9 @@ from pathlib import Path
 
 if "--quick" in sys.argv:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU measurement, on a GPU machine too (before torch loads)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+import stages  # noqa: F401  before torch, as in the stages: its OpenMP setting (stages/__init__.py)
 
 import torch
 import transformers
@@ -35,8 +38,6 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.models.t5.modeling_t5 import T5LayerFF, T5LayerNorm
 from transformers.utils import logging
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from stages import decoding, modeling, squad, train
 
 SHAPES = {  # t5-small's published config; quick is the bundled default's size

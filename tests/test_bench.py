@@ -1,5 +1,5 @@
 """bench/throughput.py runs both sides and ends with one JSON line (its numbers are not judged here); its
-candidate learns what the stages learn."""
+candidate learns what the stages learn; bench/cpu_sharing.py's trainings run with the stages' OpenMP setting."""
 
 import importlib.util
 import json
@@ -50,3 +50,11 @@ def test_compiled_regions_train_like_eager():
     assert len(compiled) == 4 + 6 + 2  # feed-forward layers, attention layer norms, final layer norms
     assert training_losses(model) == pytest.approx(eager, rel=1e-5)
     assert counters["stats"]["unique_graphs"] >= 2  # compiled, not run eagerly: a feed-forward and a norm graph
+
+
+@pytest.mark.slow
+def test_the_cpu_sharing_worker_trains_with_the_stages_openmp_setting():
+    run = subprocess.run([sys.executable, "bench/cpu_sharing.py", "--worker", "--seconds", "1"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["steps_per_s"] > 0 and result["gomp_spincount"] == "1000"
