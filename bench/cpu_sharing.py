@@ -1,8 +1,9 @@
 """CPU sharing: how fast one training runs alone, beside a second training, and beside a test run.
 
-Each training is a separate process running the train stage's Trainer settings on the bundled
-default's model shape (bench/throughput.py's project side, batch 32, random SQuAD-like tokens). It
-trains for --seconds after a few warm-up steps and reports optimizer steps/s; the runs of one case
+Each training is a separate process running the default training: the train stage's Trainer
+settings (bench/throughput.py's project side, batch 32) on the bundled default's model shape and
+training questions, tokenized as the tokenize stage does. It trains for --seconds after a few
+warm-up steps and reports optimizer steps/s; the runs of one case
 start together, so they overlap throughout. The busy neighbour of the last case is the README's
 fast test command, restarted until the training ends.
 
@@ -30,8 +31,6 @@ OPENMP = ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS"]  # the setting
 def worker(seconds):
     """One training process: steps/s over `seconds` after WARMUP steps, printed as JSON."""
     sys.path.insert(0, str(ROOT / "bench"))
-    import random
-
     import throughput  # imports stages before torch, as the stages do, so the OpenMP settings are theirs
     import torch
     from transformers import TrainerCallback
@@ -51,7 +50,10 @@ def worker(seconds):
 
     logging.set_verbosity_error()
     tokenizer = throughput.bundled_tokenizer()
-    rows = throughput.examples(32 * 2000, len(tokenizer), random.Random(0))  # more than any run reaches
+    data, _, _ = throughput.squad.load_split(ROOT / "data/raw", "train[:20000]")  # the default training data
+    sources = tokenizer([throughput.squad.model_input(q, c) for q, c in zip(data["question"], data["context"])])
+    targets = tokenizer(text_target=[answers["text"][0] for answers in data["answers"]])
+    rows = [{"input_ids": s, "labels": t} for s, t in zip(sources["input_ids"], targets["input_ids"])]
     model = throughput.modeling.tuned(throughput.new_model(throughput.SHAPES["quick"], "sdpa", 0))
     with tempfile.TemporaryDirectory() as workdir:
         trainer = throughput.project_trainer(model, rows, 32, 0, tokenizer, Path(workdir))

@@ -17,7 +17,7 @@ def spin_settings(**env):
 
 
 def test_a_stage_s_idle_threads_spin_briefly_and_thread_counts_are_left_alone():
-    assert spin_settings() == ["1000", "None"]
+    assert spin_settings() == ["3000", "None"]
 
 
 def test_the_user_s_settings_stand():
