@@ -110,9 +110,10 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 
 class ValidationQuestions:
-    """Validation questions answered at each evaluation, decoded as the evaluate stage decodes the
-    test split: exact match, F1 and ROUGE-L as curves over training. `count` of them, spread evenly
-    over the split (consecutive rows are one article's)."""
+    """Validation questions answered at each evaluation as the evaluate stage answers the test split by
+    default (long contexts as windows, extractive decoding): exact match, F1 and ROUGE-L as curves over
+    training. `count` of them, spread evenly over the split (consecutive rows are one article's).
+    Decoding settings come from the training's own params, so trying evaluate.* does not retrain."""
 
     def __init__(self, path, count, tokenize_params, evaluate_params):
         rows = datasets.load_dataset("json", data_files={"validation": str(path)}, split="validation")
@@ -242,7 +243,9 @@ def main():
     args = training_arguments(hp, p["seed"], checkpoints, eval_strategy="epoch", logging_steps=25,
                               save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
                               report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"), **saving)
-    validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"], p["tokenize"], p["evaluate"])
+    decode = {"batch_size": 2 * hp["batch_size"], "max_new_tokens": p["tokenize"]["max_target_length"],
+              "extractive": True}  # answers as long as the targets trained on
+    validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"], p["tokenize"], decode)
                             if hp["eval_questions"] else None)
     trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
@@ -290,7 +293,7 @@ def main():
 def run_key(p):
     """Names a run's checkpoint folder after its params and data: a run resumes only its own checkpoints."""
     digest = hashlib.sha256(json.dumps([p["seed"], p["model"], {k: v for k, v in p["train"].items() if k != "report_to"},
-                                        p["evaluate"]], sort_keys=True).encode())
+                                        p["tokenize"]], sort_keys=True).encode())
     for path in sorted(TOKENIZED.rglob("*")) + [VALIDATION_ROWS]:
         if path.is_file():
             digest.update(str(path).encode())

@@ -39,6 +39,42 @@ def test_each_stage_depends_on_exactly_the_modules_it_imports():
         assert declared == project_imports(name), name
 
 
+def project_copy(folder):
+    """The project's code, dvc.yaml and params.yaml in `folder`, with a dvc.lock that holds them as they
+    are now (code and params; the data are absent), so that `dvc status` reports only what is edited."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path in ["dvc.yaml", "params.yaml", *(str(p.relative_to(ROOT)) for p in (ROOT / "stages").glob("*.py"))]:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, folder / path)
+
+    def value(key, tree=params):
+        for part in key.split("."):
+            tree = tree[part]
+        return tree
+
+    lock = {"schema": "2.0", "stages": {name: {
+        "cmd": stage["cmd"],
+        "deps": [{"path": dep, "hash": "md5", "md5": hashlib.md5((ROOT / dep).read_bytes()).hexdigest(),
+                  "size": (ROOT / dep).stat().st_size} for dep in stage["deps"] if dep.startswith("stages/")],
+        "params": {"params.yaml": {key: value(key) for key in stage["params"]}},
+    } for name, stage in stages.items()}}
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=folder, check=True)
+
+
+def stages_reporting(folder, changed):
+    """The stages `dvc status` says `changed` (a file, or params.yaml's dotted key) is a changed dep of."""
+    status = json.loads(subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=folder, check=True,
+                                       capture_output=True, text=True).stdout)
+    deps = [(stage, change.get("changed deps", {})) for stage, changes in status.items() for change in changes
+            if isinstance(change, dict)]
+    return {stage for stage, changed_deps in deps  # a stage reading a whole section reports the section
+            if changed in changed_deps or any(changed == key or changed.startswith(key + ".")
+                                              for key in changed_deps.get("params.yaml", {}))}
+
+
 @pytest.mark.parametrize("module, reruns", [
     ("decoding", {"train", "evaluate"}),            # train answers validation questions with it
     ("spans", {"tokenize", "train", "evaluate"}),   # training targets and extractive answers share it
@@ -46,22 +82,23 @@ def test_each_stage_depends_on_exactly_the_modules_it_imports():
     ("modeling", {"tokenize", "train", "evaluate"}),
 ])
 def test_editing_a_module_makes_dvc_status_report_only_the_stages_that_use_it(tmp_path, module, reruns):
-    """`dvc status` itself, on a copy of the project whose dvc.lock holds the code as it is now."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for path in ["dvc.yaml", "params.yaml", *(str(p.relative_to(ROOT)) for p in (ROOT / "stages").glob("*.py"))]:
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / path, tmp_path / path)
-    lock = {"schema": "2.0", "stages": {name: {"cmd": stage["cmd"], "deps": [
-        {"path": dep, "hash": "md5", "md5": hashlib.md5((ROOT / dep).read_bytes()).hexdigest(),
-         "size": (ROOT / dep).stat().st_size} for dep in stage["deps"] if dep.startswith("stages/")]}
-        for name, stage in stages.items()}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    project_copy(tmp_path)
+    assert stages_reporting(tmp_path, f"stages/{module}.py") == set()
     with open(tmp_path / f"stages/{module}.py", "a") as f:
         f.write("# edited\n")
-    status = json.loads(subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=tmp_path, check=True,
-                                       capture_output=True, text=True).stdout)
-    reported = {stage for stage, changes in status.items() for change in changes
-                if isinstance(change, dict) and f"stages/{module}.py" in change.get("changed deps", {})}
-    assert reported == reruns
+    assert stages_reporting(tmp_path, f"stages/{module}.py") == reruns
+
+
+@pytest.mark.parametrize("key, value, reruns", [
+    ("evaluate.extractive", False, {"evaluate"}),   # free generation against the same model: no retraining
+    ("evaluate.max_new_tokens", 8, {"evaluate"}),
+    ("train.lr", 3e-4, {"train"}),
+    ("tokenize.max_target_length", 16, {"tokenize", "train"}),
+])
+def test_trying_a_param_makes_dvc_status_report_only_the_stages_that_read_it(tmp_path, key, value, reruns):
+    project_copy(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    section, name = key.split(".")
+    params[section][name] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_reporting(tmp_path, key) == reruns
