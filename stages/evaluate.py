@@ -70,10 +70,11 @@ def main():
     p = params.load()
     hp = p["evaluate"]
     model, tokenizer = modeling.load_trained(MODEL)
-    test = datasets.load_from_disk(str(TEST_INPUTS))
-    questions = datasets.load_dataset("json", data_files={"test": str(TEST_ROWS)}, split="test")
+    # as plain lists, read once: a Dataset's columns are read row by row each time
+    test = datasets.load_from_disk(str(TEST_INPUTS)).select_columns(["id", "input_ids", "offsets"]).to_dict()
+    questions = datasets.load_dataset("json", data_files={"test": str(TEST_ROWS)}, split="test").to_list()
 
-    contexts = dict(zip(questions["id"], questions["context"]))
+    contexts = {row["id"]: row["context"] for row in questions}
     chosen = decoding.answer(model, tokenizer, test["id"], list(zip(test["input_ids"], test["offsets"])),
                              [contexts[qid] for qid in test["id"]], hp["batch_size"], hp["max_new_tokens"],
                              hp["extractive"])
