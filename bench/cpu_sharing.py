@@ -3,12 +3,12 @@
 Each training is a separate process running the default training: the train stage's Trainer
 settings (bench/throughput.py's project side, batch 32) on the bundled default's model shape and
 training questions, tokenized as the tokenize stage does. It trains for --seconds after a few
-warm-up steps and reports optimizer steps/s; the runs of one case
-start together, so they overlap throughout. The busy neighbour of the last case is the README's
+warm-up steps and reports optimizer steps/s; the runs of one case start together, so they overlap
+throughout. The busy neighbour of the last case is the README's
 fast test command, restarted until the training ends.
 
-    python bench/cpu_sharing.py            # about 3 minutes on 2 cores
-    GOMP_SPINCOUNT=300000 python bench/cpu_sharing.py   # libgomp's default, as before stages/__init__.py
+    python bench/cpu_sharing.py                          # the stages' setting
+    GOMP_SPINCOUNT=300000 python bench/cpu_sharing.py    # libgomp's default, as before stages/__init__.py
 
 Prints each case's rates and their share of the solo rate, then one JSON line. Goals (issue 21):
 each of two trainings >= 40 % of solo, a training beside tests >= 25 %.
@@ -38,7 +38,7 @@ def worker(seconds):
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.start = self.steps = None
+            self.start = self.steps = self.seconds = None
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == WARMUP:
@@ -81,7 +81,7 @@ def trainings(count, seconds, beside=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=40, help="timed training per run")
+    parser.add_argument("--seconds", type=float, default=20, help="timed training per run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

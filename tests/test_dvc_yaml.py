@@ -7,6 +7,8 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import reduce
+from operator import getitem
 from pathlib import Path
 
 import pytest
@@ -48,16 +50,11 @@ def project_copy(folder):
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / path, folder / path)
 
-    def value(key, tree=params):
-        for part in key.split("."):
-            tree = tree[part]
-        return tree
-
     lock = {"schema": "2.0", "stages": {name: {
         "cmd": stage["cmd"],
         "deps": [{"path": dep, "hash": "md5", "md5": hashlib.md5((ROOT / dep).read_bytes()).hexdigest(),
                   "size": (ROOT / dep).stat().st_size} for dep in stage["deps"] if dep.startswith("stages/")],
-        "params": {"params.yaml": {key: value(key) for key in stage["params"]}},
+        "params": {"params.yaml": {key: reduce(getitem, key.split("."), params) for key in stage["params"]}},
     } for name, stage in stages.items()}}
     (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
