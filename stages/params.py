@@ -50,6 +50,7 @@ SCHEMA = {
     "train.epochs": (float, positive, "a number > 0"),
     "train.batch_size": (int, positive, "an integer > 0"),
     "train.batch_tokens": (int, lambda v: v >= 0, "an integer >= 0 (0: no token budget)"),
+    "train.packing": (bool, lambda v: True, "true or false"),
     "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
     "train.save_steps": (int, positive, "an integer > 0"),
@@ -67,6 +68,10 @@ SCHEMA = {
 COMBINATIONS = [  # checked once every value has its type
     ("tokenize.stride", lambda p: p["tokenize"]["stride"] < p["tokenize"]["max_source_length"] // 2,
      "windows of a long context must advance by more than they share: keep it under half of "
+     "tokenize.max_source_length"),
+    ("train.packing", lambda p: not p["train"]["packing"]
+     or p["train"]["batch_tokens"] >= p["tokenize"]["max_source_length"],
+     "a batch is train.batch_tokens // tokenize.max_source_length packed rows: set train.batch_tokens to at least "
      "tokenize.max_source_length"),
     ("train.keep_best", lambda p: not p["train"]["keep_best"] or p["train"]["eval_questions"] > 0,
      "the best epoch is the one of the best validation F1: set train.eval_questions > 0"),

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, 
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stages import decoding, metrics, modeling, params, tracking
+from stages import decoding, metrics, modeling, packing, params, tracking
 from stages.errors import InputError, cli
 from stages.outputs import remove, staged, staging_path
 
@@ -129,13 +129,15 @@ class ValidationQuestions:
 
 
 class QATrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose training batches follow a token budget when batch_tokens > 0, and are
-    otherwise grouped by length in an order fixed by seed and epoch; each evaluation also answers
-    `validation_questions` (a ValidationQuestions, or None for the eval loss alone)."""
+    """Seq2SeqTrainer whose training batches are packed rows of `packed_length` source tokens, as many as
+    batch_tokens holds, when packed_length > 0 (stages/packing.py; the model then needs packing.enable);
+    else follow a token budget when batch_tokens > 0, else are grouped by length in an order fixed by seed
+    and epoch. Each evaluation also answers `validation_questions` (a ValidationQuestions, or None for the
+    eval loss alone)."""
 
-    def __init__(self, *args, batch_tokens=0, validation_questions=None, **kwargs):
+    def __init__(self, *args, batch_tokens=0, packed_length=0, validation_questions=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batch_tokens = batch_tokens
+        self.batch_tokens, self.packed_length = batch_tokens, packed_length
         self.validation_questions = validation_questions
         self.epoch_sampler = None  # the training order's sampler, once the data loader is built
 
@@ -171,18 +173,30 @@ class QATrainer(Seq2SeqTrainer):
         return super()._run_epoch(*args, epoch=epoch, **kwargs)
 
     def get_train_dataloader(self):
-        if not self.batch_tokens:
+        if not (self.batch_tokens or self.packed_length):
             return super().get_train_dataloader()
         data = self.train_dataset
         if isinstance(data, datasets.Dataset):
             data = self._remove_unused_columns(data, description="Training")
-            sources = data["input_ids"]
+            sources, targets = data["input_ids"], data["labels"]
         else:  # a list of examples (bench/throughput.py)
-            sources = [row["input_ids"] for row in data]
-        self.epoch_sampler = TokenBudgetBatches([len(ids) for ids in sources], self.args.per_device_train_batch_size,
-                                                self.batch_tokens, self.args.seed)
+            sources, targets = [row["input_ids"] for row in data], [row["labels"] for row in data]
+        collate = self.data_collator
+        if self.packed_length:
+            data = packing.PackedRows(sources, targets, self.packed_length)
+            self.epoch_sampler = packing.PackedBatches(len(data), max(1, self.batch_tokens // self.packed_length),
+                                                       self.args.seed)
+            collate = packing.collate
+            if self.is_world_process_zero():
+                fill = data.fill()
+                print(f"packing: {len(sources):,} examples in {len(data):,} rows of {data.source_length} source and "
+                      f"{data.target_length} target tokens ({fill[0]:.0%} and {fill[1]:.0%} real, not padding)")
+        else:
+            self.epoch_sampler = TokenBudgetBatches([len(ids) for ids in sources],
+                                                    self.args.per_device_train_batch_size, self.batch_tokens,
+                                                    self.args.seed)
         return self.accelerator.prepare(DataLoader(
-            data, batch_sampler=self.epoch_sampler, collate_fn=self.data_collator,
+            data, batch_sampler=self.epoch_sampler, collate_fn=collate,
             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
             persistent_workers=self.args.dataloader_persistent_workers))
 
@@ -228,10 +242,15 @@ def main():
     die_with_the_launcher()
     p = params.load()
     hp = p["train"]
+    if hp["packing"] and not torch.cuda.is_available():
+        raise InputError("train.packing: FlexAttention trains on a CUDA GPU only (PyTorch has no backward for it "
+                         "on the CPU); set train.packing: false")
     set_seed(p["seed"])
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])
     model = modeling.build_model(p["model"], tokenizer)
+    if hp["packing"]:
+        packing.enable(model)
     if "wandb" in hp["report_to"]:
         tracking.configure_wandb()
 
@@ -249,7 +268,8 @@ def main():
                             if hp["eval_questions"] else None)
     trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                        batch_tokens=hp["batch_tokens"], validation_questions=validation_questions)
+                        batch_tokens=hp["batch_tokens"], validation_questions=validation_questions,
+                        packed_length=p["tokenize"]["max_source_length"] if hp["packing"] else 0)
     # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
     trainer.remove_callback(DVCLiveCallback)
     if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):
