@@ -1,44 +1,41 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (bench/README.md has the results), in two parts that can also run alone:
-#  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup: with the best
-#         token-budget batches measured so far, as the stages run and with the compile candidate
-#         (bench/README.md; its recompiles logged, with their reasons); then twice the examples per batch,
-#         half as many tokens again per training batch; then profiled. One run failing (e.g. out of
-#         memory) does not stop the next;
-#  repro: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled data's generator, a
-#         randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a time with each stage's time.
+# Every GPU measurement in one run (bench/README.md has the results), in parts that can also run alone:
+#  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with the best
+#         token-budget batches measured so far: as the stages run, and with the candidates `compile`,
+#         `pack` (train.packing) and `pack-compile` (its recompiles logged, with their reasons); then
+#         profiled, with `pack-compile`. One run failing (e.g. out of memory) does not stop the next;
+#  repro, repro-packed: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled
+#         data's generator, a randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a
+#         time with each stage's time; batches of 64 examples, or (packed) of 8 rows of 512 tokens, about
+#         64 examples of this data (inputs ~61 tokens), so both take about as many steps. After `repro`,
+#         `repro-packed` re-runs train and evaluate only.
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
-#   bash bench/gpu.sh [bench|repro|"bench repro"] [scratch folder]
+#   bash bench/gpu.sh ["bench repro repro-packed" or some of them] [scratch folder]
 # Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
 #   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 # (`python -m`: the image's own pip belongs to another Python than the one with PyTorch and its packages)
 set -euo pipefail
-parts=${1:-bench repro}
+parts=${1:-bench repro repro-packed}
 work=${2:-/tmp/seed_sized}
 best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 38 GiB peak on an H100
-bigger=(--batch-size 2048 --batch-tokens 196608 --eval-batch-size 2048 --generate 4096)  # 64 GiB, two generation batches
 throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
 
-if [[ $parts == *bench* ]]; then
-  TORCH_LOGS=recompiles throughput "${best[@]}" --candidate compile
-  throughput "${bigger[@]}" --candidate compile
-  throughput "${best[@]}" --steps 5 --generate 1024 --profile
-fi
-
-if [[ $parts == *repro* ]]; then
+repro() {  # $1: true for train.packing
   if [ ! -e .git ]; then  # dvc and dvclive work in a git repository with a commit; a bare copy of the files has none
     git init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm "scratch copy"
   fi
-  python -m stages.synthetic --out "$work/data" --train-paragraphs 13000 --validation-paragraphs 2700
-  python bench/random_checkpoint.py "$work/t5-small-random" --data "$work/data/train.json"
-  python - "$work" <<'PY'
+  if [ ! -e "$work/t5-small-random" ]; then
+    python -m stages.synthetic --out "$work/data" --train-paragraphs 13000 --validation-paragraphs 2700
+    python bench/random_checkpoint.py "$work/t5-small-random" --data "$work/data/train.json"
+  fi
+  python - "$work" "$1" <<'PY'
 import sys, yaml
-work = sys.argv[1]
+work, packed = sys.argv[1], sys.argv[2] == "true"
 p = yaml.safe_load(open("params.yaml"))
 p["data"]["source"] = f"{work}/data"
 p["data"]["splits"] = {"train": "train[:20000]", "validation": "train[20000:25000]", "test": "validation[:5000]"}
 p["model"]["name"] = f"{work}/t5-small-random"
-p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=0)
+p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=8 * 512 if packed else 0, packing=packed)
 p["evaluate"]["batch_size"] = 512
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 print(p)
@@ -49,4 +46,15 @@ PY
     echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
   done
   cat metrics/eval.json
-fi
+}
+
+for part in $parts; do
+  case $part in
+    bench)
+      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate compile --candidate pack --candidate pack-compile
+      throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
+    repro) repro false ;;
+    repro-packed) repro true ;;
+    *) echo "unknown part $part: bench, repro or repro-packed" >&2; exit 2 ;;
+  esac
+done

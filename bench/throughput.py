@@ -38,7 +38,7 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.models.t5.modeling_t5 import T5LayerFF, T5LayerNorm
 from transformers.utils import logging
 
-from stages import decoding, modeling, squad, train
+from stages import decoding, modeling, packing, squad, train
 
 SHAPES = {  # t5-small's published config; quick is the bundled default's size
     "t5-small": dict(vocab_size=32128, d_model=512, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),
@@ -95,13 +95,27 @@ def timed(trainer_class):
         counts = torch.zeros(3, dtype=torch.float64)
 
         def training_step(self, model, inputs, *args, **kwargs):
-            source = inputs["attention_mask"].sum(1).double()
-            target = (inputs["labels"] != -100).sum(1).double()
-            step = torch.stack([source.new_tensor(len(source)), source.sum() + target.sum(),
+            source, target = example_lengths(inputs)
+            step = torch.stack([(source > 0).sum().double(), source.sum() + target.sum(),
                                 training_flops(self.model, source, target)])
             self.counts = self.counts.to(step.device) + step
             return super().training_step(model, inputs, *args, **kwargs)
     return Timed
+
+
+def example_lengths(inputs):
+    """Real source and target tokens of each example in a batch, padded or packed (stages/packing.py: then
+    one entry per row and segment, 0 where a row has fewer examples), without waiting for the GPU."""
+    if "source_segments" not in inputs:
+        return inputs["attention_mask"].sum(1).double(), (inputs["labels"] != -100).sum(1).double()
+    width = inputs["target_segments"].shape[1]  # a row holds at most this many examples: each has a target
+
+    def per_segment(segments):
+        index = segments.masked_fill(segments == packing.PAD_SEGMENT, width)  # padding counted apart, dropped
+        ones = torch.ones(index.shape, dtype=torch.float64, device=index.device)
+        counts = torch.zeros(len(segments), width + 1, dtype=torch.float64, device=index.device)
+        return counts.scatter_add_(1, index, ones)[:, :width].flatten()
+    return per_segment(inputs["source_segments"]), per_segment(inputs["target_segments"])
 
 
 class Stopwatch(TrainerCallback):
@@ -141,12 +155,12 @@ def seed_trainer(model, rows, batch_size, workdir):
     return timed(Seq2SeqTrainer)(model=model, args=args, train_dataset=padded(rows))
 
 
-def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir):
+def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir, packed_length=0):
     hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0)
     args = train.training_arguments(hp, 0, workdir / "project", report_to="none", disable_tqdm=True)
     return timed(train.QATrainer)(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                   data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                                  batch_tokens=batch_tokens)
+                                  batch_tokens=batch_tokens, packed_length=packed_length)
 
 
 @torch.inference_mode()
@@ -185,21 +199,35 @@ def peak_memory():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-# Candidates: changes to this project's training not in the stages yet, each measured with --candidate NAME.
+# Candidates: changes to this project's training not in its defaults yet, each measured with --candidate NAME.
+# Each changes the model and returns what else the trainer takes.
 
-def compile_regions(model):
-    """Training: compile each feed-forward layer and each other layer norm, with dynamic shapes, so their
-    element-wise work (RMS norms, activations, residual additions) runs fused. On the CPU each kind of
+def compile_regions(model, dynamic=True):
+    """Training: compile each feed-forward layer and each other layer norm, so their element-wise work
+    (RMS norms, activations, residual additions) runs fused. With dynamic shapes on the CPU each kind of
     region compiled twice (encoder- and decoder-sized inputs), then served every layer and batch shape;
     on an H100 it kept compiling for new batch shapes (bench/README.md)."""
     in_ff = {id(m.layer_norm) for m in model.modules() if isinstance(m, T5LayerFF)}
     regions = [m for m in model.modules()
                if isinstance(m, T5LayerFF) or (isinstance(m, T5LayerNorm) and id(m) not in in_ff)]
     for module in regions:
-        module.forward = torch.compile(module.forward, dynamic=True)
+        module.forward = torch.compile(module.forward, dynamic=dynamic)
+    return {}
 
 
-CANDIDATES = {"compile": compile_regions}
+def pack(model):
+    """train.packing: rows of 512 source tokens (the seed's max_source_length), batch_tokens // 512 a batch."""
+    packing.enable(model)
+    return {"packed_length": SEED_SOURCE}
+
+
+def pack_and_compile(model):
+    """Both: packed batches all have one shape, so each region compiles once per stack, for static shapes."""
+    compile_regions(model, dynamic=False)
+    return pack(model)
+
+
+CANDIDATES = {"compile": compile_regions, "pack": pack, "pack-compile": pack_and_compile}
 
 
 def profiled(run, gpu, title):
@@ -238,6 +266,11 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()
+    if any(name.startswith("pack") for name in args.candidate):
+        if not torch.cuda.is_available():
+            parser.error("--candidate pack trains on a GPU only (FlexAttention has no backward on the CPU)")
+        if args.batch_tokens < SEED_SOURCE:
+            parser.error(f"--candidate pack needs --batch-tokens of at least a row, {SEED_SOURCE}")
     gpu = torch.cuda.is_available()
     shape = SHAPES["quick" if args.quick else "t5-small"]
     steps = args.steps or (30 if gpu else 8)
@@ -253,7 +286,8 @@ def main():
 
     rng = random.Random(0)
     tokenizer = bundled_tokenizer()  # its 4,000 ids are a subset of either shape's vocabulary
-    rows = examples(max(16, batch_size) * (steps + warmup + 1), len(tokenizer), rng)
+    per_batch = max(16, batch_size, args.batch_tokens // 150)  # packed rows hold ~1 example per 185 tokens
+    rows = examples(per_batch * (steps + warmup + 1), len(tokenizer), rng)
     test = examples(n_generate, len(tokenizer), rng)
     source = sum(len(r["input_ids"]) for r in rows) / len(rows)
     target = sum(len(r["labels"]) for r in rows) / len(rows)
@@ -272,9 +306,8 @@ def main():
         for label in ["project"] + args.candidate:
             model = modeling.tuned(new_model(shape, "sdpa", 0))  # as the stages run it; the same weights
             params = model.num_parameters()
-            if label in CANDIDATES:
-                CANDIDATES[label](model)
-            trainer = project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir / label)
+            extra = CANDIDATES[label](model) if label in CANDIDATES else {}
+            trainer = project_trainer(model, rows, batch_size, args.batch_tokens, tokenizer, workdir / label, **extra)
             results[f"train_{label}"] = measure(lambda: time_training(trainer, warmup, steps, peak),
                                                 f"{label}: training")
             if label == "project":  # the candidates change training only

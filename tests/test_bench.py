@@ -1,5 +1,6 @@
 """bench/throughput.py runs both sides and ends with one JSON line (its numbers are not judged here); its
-candidate learns what the stages learn; bench/cpu_sharing.py's trainings run with the stages' OpenMP setting."""
+compile candidate learns what the stages learn, and it counts packed batches as padded ones;
+bench/cpu_sharing.py's trainings run with the stages' OpenMP setting."""
 
 import importlib.util
 import json
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from transformers import DataCollatorForSeq2Seq
 
+from stages import modeling, packing
 from tests.conftest import training_losses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +53,21 @@ def test_compiled_regions_train_like_eager():
     assert len(compiled) == 4 + 6 + 2  # feed-forward layers, attention layer norms, final layer norms
     assert training_losses(model) == pytest.approx(eager, rel=1e-5)
     assert counters["stats"]["unique_graphs"] >= 2  # compiled, not run eagerly: a feed-forward and a norm graph
+
+
+def test_packed_batches_count_the_examples_tokens_and_flops_of_the_same_batch_padded():
+    bench = load_bench()
+    sources = [[5] * n + [1] for n in (30, 7, 12, 50, 3)]
+    targets = [[6] * n + [1] for n in (2, 0, 5, 1, 3)]
+    rows = packing.PackedRows(sources, targets, 64)
+    assert len(rows) < len(sources)  # rows hold several examples
+    packed = bench.example_lengths(packing.collate([rows[r] for r in range(len(rows))]))
+    padded = bench.example_lengths(DataCollatorForSeq2Seq(modeling.train_tokenizer(["pad"], 100))(
+        [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]))
+    for counted, real in zip(packed, padded):
+        assert sorted(counted[counted > 0].tolist()) == sorted(real.tolist())
+    model = bench.new_model(SHAPE, "sdpa", 0)
+    assert bench.training_flops(model, *packed) == bench.training_flops(model, *padded)
 
 
 @pytest.mark.slow
