@@ -13,6 +13,7 @@ can reach.
 
 import hashlib
 import json
+import os
 import random
 from itertools import accumulate
 from pathlib import Path
@@ -27,6 +28,10 @@ from stages.outputs import staged, write_json
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
+# encode is mostly Python: a process per two cores (often one physical core) on a GPU machine's many;
+# a 2-core machine keeps one, where two were no faster, and so do splits of under 1,000 rows a process.
+# The same bytes either way (tests/test_tokenize.py)
+PROCESSES = max(1, (os.cpu_count() or 1) // 2)
 REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer_in_no_window", "target_truncated",
             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"]  # encode's columns for the report
 
@@ -166,6 +171,7 @@ def main():
         key = fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings)
         enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
                              fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
+                             num_proc=PROCESSES if len(split_rows) >= 1000 * PROCESSES else None,
                              new_fingerprint=key, load_from_cache_file=False)
         counts = enc.select_columns(REPORTED).to_dict()  # as lists: a Dataset's columns are read row by row
         questions = len(set(counts["id"]))  # train_answers: all repeats a question once per answer

@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import datasets
 import pytest
 
-from stages import modeling, spans, squad
+from stages import modeling, spans, squad, tokenize
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONTEXT = "Ada Lovelace was born in London in 1815. She wrote the first program."
 
@@ -132,3 +136,24 @@ def test_the_fingerprint_names_the_content(tmp_path, tokenizer):
     before = fingerprint(path, tokenizer, settings)
     path.write_text('{"id": "q2"}\n')
     assert fingerprint(path, tokenizer, settings) != before
+
+
+def tokenized_bytes(folder):
+    """Every file tokenize writes, by path under data/tokenized/ and metrics/."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.parts[-2] != "tokenizer"}
+
+
+def test_several_processes_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+    for split, rows in (("train", 2000), ("validation", 50), ("test", 50)):
+        lines = (ROOT / "data/prepared" / f"{split}.jsonl").read_text().splitlines()[:rows]
+        (tmp_path / "data/prepared").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data/prepared" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    written = []
+    for processes in (1, 2):  # train's 2,000 rows in two processes; the small splits in one
+        monkeypatch.setattr(tokenize, "PROCESSES", processes)
+        tokenize.main()
+        written.append(tokenized_bytes(tmp_path / "data/tokenized") | tokenized_bytes(tmp_path / "metrics"))
+    assert written[0] == written[1] and "train/data-00000-of-00001.arrow" in written[0]
