@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Every GPU measurement in one run (bench/README.md has the results), in parts that can also run alone:
+#  check: bench/packing_check.py: packed against padded loss and gradients on the GPU's compiled kernels;
 #  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with the best
 #         token-budget batches measured so far: as the stages run, and with the candidates `compile`,
 #         `pack` (train.packing) and `pack-compile` (its recompiles logged, with their reasons); then
 #         profiled, with `pack-compile`. One run failing (e.g. out of memory) does not stop the next;
 #  repro, repro-packed: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled
 #         data's generator, a randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a
-#         time with each stage's time; batches of 64 examples, or (packed) of 8 rows of 512 tokens, about
-#         64 examples of this data (inputs ~61 tokens), so both take about as many steps. After `repro`,
-#         `repro-packed` re-runs train and evaluate only.
+#         time with each stage's time; batches of 64 examples, or (packed) of 4,096 source tokens: whole
+#         rows, which on the bundled data are 1,408 tokens of ~27 examples, so 2 rows, ~53 examples and
+#         more steps than unpacked (the train stage prints the rows). After `repro`, `repro-packed`
+#         re-runs train and evaluate only;
+#  evaluate: after a repro, the evaluate stage's imports timed, then the stage profiled (where its seconds go).
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
-#   bash bench/gpu.sh ["bench repro repro-packed" or some of them] [scratch folder]
+#   bash bench/gpu.sh ["check bench repro repro-packed evaluate" or some of them] [scratch folder]
 # Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
 #   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 # (`python -m`: the image's own pip belongs to another Python than the one with PyTorch and its packages)
 set -euo pipefail
-parts=${1:-bench repro repro-packed}
+parts=${1:-check bench repro repro-packed evaluate}
 work=${2:-/tmp/seed_sized}
 best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 38 GiB peak on an H100
 throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
@@ -35,7 +38,7 @@ p = yaml.safe_load(open("params.yaml"))
 p["data"]["source"] = f"{work}/data"
 p["data"]["splits"] = {"train": "train[:20000]", "validation": "train[20000:25000]", "test": "validation[:5000]"}
 p["model"]["name"] = f"{work}/t5-small-random"
-p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=8 * 512 if packed else 0, packing=packed)
+p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=4096 if packed else 0, packing=packed)
 p["evaluate"]["batch_size"] = 512
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 print(p)
@@ -50,11 +53,15 @@ PY
 
 for part in $parts; do
   case $part in
+    check) python bench/packing_check.py || echo "bench/packing_check.py failed with status $?" ;;
     bench)
       TORCH_LOGS=recompiles throughput "${best[@]}" --candidate compile --candidate pack --candidate pack-compile
       throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
     repro) repro false ;;
     repro-packed) repro true ;;
-    *) echo "unknown part $part: bench, repro or repro-packed" >&2; exit 2 ;;
+    evaluate)
+      for i in 1 2; do /usr/bin/time -f "import stages.evaluate: %e s" python -c "import stages.evaluate"; done
+      python -m cProfile -s cumtime -m stages.evaluate 2>&1 | grep -v "it/s" | head -70 ;;
+    *) echo "unknown part $part: check, bench, repro, repro-packed or evaluate" >&2; exit 2 ;;
   esac
 done

@@ -155,12 +155,12 @@ def seed_trainer(model, rows, batch_size, workdir):
     return timed(Seq2SeqTrainer)(model=model, args=args, train_dataset=padded(rows))
 
 
-def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir, packed_length=0):
+def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir, packing=False):
     hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0)
     args = train.training_arguments(hp, 0, workdir / "project", report_to="none", disable_tqdm=True)
     return timed(train.QATrainer)(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                   data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                                  batch_tokens=batch_tokens, packed_length=packed_length)
+                                  batch_tokens=batch_tokens, packing=packing)
 
 
 @torch.inference_mode()
@@ -216,9 +216,9 @@ def compile_regions(model, dynamic=True):
 
 
 def pack(model):
-    """train.packing: rows of 512 source tokens (the seed's max_source_length), batch_tokens // 512 a batch."""
+    """train.packing: rows of several examples, --batch-tokens source tokens of them a batch."""
     packing.enable(model)
-    return {"packed_length": SEED_SOURCE}
+    return {"packing": True}
 
 
 def pack_and_compile(model):
@@ -269,8 +269,8 @@ def main():
     if any(name.startswith("pack") for name in args.candidate):
         if not torch.cuda.is_available():
             parser.error("--candidate pack trains on a GPU only (FlexAttention has no backward on the CPU)")
-        if args.batch_tokens < SEED_SOURCE:
-            parser.error(f"--candidate pack needs --batch-tokens of at least a row, {SEED_SOURCE}")
+        if not args.batch_tokens:
+            parser.error("--candidate pack needs --batch-tokens")
     gpu = torch.cuda.is_available()
     shape = SHAPES["quick" if args.quick else "t5-small"]
     steps = args.steps or (30 if gpu else 8)
@@ -286,7 +286,7 @@ def main():
 
     rng = random.Random(0)
     tokenizer = bundled_tokenizer()  # its 4,000 ids are a subset of either shape's vocabulary
-    per_batch = max(16, batch_size, args.batch_tokens // 150)  # packed rows hold ~1 example per 185 tokens
+    per_batch = max(16, batch_size, args.batch_tokens // 150)  # packed: ~1 example per 185 tokens, and a margin
     rows = examples(per_batch * (steps + warmup + 1), len(tokenizer), rng)
     test = examples(n_generate, len(tokenizer), rng)
     source = sum(len(r["input_ids"]) for r in rows) / len(rows)

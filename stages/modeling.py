@@ -104,20 +104,26 @@ def tuned(model):
 
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names, to train."""
-    if not is_scratch(model_params):
-        return tuned(from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
-                                     attn_implementation="sdpa"))
-    size = model_params["scratch"]
-    if size["d_model"] % size["num_heads"]:
-        raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
-                         f"model.scratch.num_heads ({size['num_heads']})")
-    config = T5Config(vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
-                      d_kv=size["d_model"] // size["num_heads"], num_heads=size["num_heads"],
-                      num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
-                      feed_forward_proj=size["feed_forward_proj"], dropout_rate=size["dropout"],
-                      # transformers 5 leaves these unset on a bare T5Config
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, attn_implementation="sdpa")
-    return tuned(T5ForConditionalGeneration(config))
+    if is_scratch(model_params):
+        size = model_params["scratch"]
+        if size["d_model"] % size["num_heads"]:
+            raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
+                             f"model.scratch.num_heads ({size['num_heads']})")
+        config = T5Config(vocab_size=len(tokenizer), d_model=size["d_model"], d_ff=size["d_ff"],
+                          d_kv=size["d_model"] // size["num_heads"], num_heads=size["num_heads"],
+                          num_layers=size["num_layers"], num_decoder_layers=size["num_layers"],
+                          feed_forward_proj=size["feed_forward_proj"], dropout_rate=size["dropout"],
+                          # transformers 5 leaves these unset on a bare T5Config
+                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, attn_implementation="sdpa")
+        model = T5ForConditionalGeneration(config)
+    else:
+        model = from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
+                                attn_implementation="sdpa")
+    # seq2seq models return their batch's mean loss whatever token count the Trainer passes them; left
+    # True (their forward takes **kwargs), the Trainer would sum, not average, gradient-accumulation steps
+    # and multiply the loss by the process count (tests/test_train.py)
+    model.accepts_loss_kwargs = False
+    return tuned(model)
 
 
 def from_pretrained(cls, name, **kwargs):

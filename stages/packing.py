@@ -1,12 +1,12 @@
 """Padding-free training for T5 on a GPU (train.packing): several examples share a row, each seeing only itself.
 
-Rows of max_source_length source tokens, and of a target length sized from the data, are filled with as
-many examples as fit (best fit, longest first, once); each epoch deals the rows into batches in a new
-order. Every batch then has the same shape, so nothing is padded per example and compiled kernels are
-reused. FlexAttention keeps the examples apart: attention within an example only (causal in the decoder;
-cross-attention to its own source), plus T5's relative position bias, whose distances within an example
-are the same at any offset in a row. Training loss and gradients equal the unpacked model's
-(tests/test_packing.py), except that attention probabilities get no dropout (FlexAttention has none).
+Rows are filled with as many examples as fit (best fit, longest first, once); each epoch deals the rows
+into batches in a new order. Every batch has the same shape, so nothing is padded per example and
+compiled kernels are reused. FlexAttention keeps the examples apart: attention within an example only
+(causal in the decoder; cross-attention to its own source), plus T5's relative position bias, whose
+distances within an example are the same at any offset in a row. Training loss and gradients equal the
+unpacked model's (tests/test_packing.py), except that attention probabilities get no dropout
+(FlexAttention has none).
 """
 
 import bisect
@@ -24,13 +24,19 @@ from stages.errors import InputError
 
 PAD_SEGMENT = -1  # padding is a segment of its own: no row of attention is ever empty
 KEYS = ("input_ids", "source_segments", "decoder_input_ids", "target_segments", "labels")
+BLOCK = 128  # FlexAttention's block; rows are whole blocks (its gradients can be NaN otherwise: PyTorch #153799)
 
 
-def row_target_length(sources, targets, source_length, headroom=2.0):
-    """A row's target tokens: `headroom` times a full row's share of the data's targets, in multiples of 8,
-    and never less than the longest target (which must fit in a row of its own)."""
-    share = source_length * sum(map(len, targets)) / sum(map(len, sources))
-    return max(max(map(len, targets)), 8 * -(-int(headroom * share) // 8))
+def row_lengths(sources, targets, headroom=2.0):
+    """Source and target tokens of a row, in whole blocks: a target row holds the longest target (one block,
+    as a rule); a source row's examples have on average 1/headroom of that in targets, and it holds the
+    longest source."""
+    def blocks(n):
+        return BLOCK * -(-n // BLOCK)
+    target = blocks(max(map(len, targets)))
+    sources_per_target = sum(map(len, sources)) / sum(map(len, targets))
+    source = BLOCK * int(target * sources_per_target / headroom // BLOCK)
+    return max(source, blocks(max(map(len, sources)))), target
 
 
 def pack(source_lengths, target_lengths, source_length, target_length):
@@ -51,27 +57,26 @@ def pack(source_lengths, target_lengths, source_length, target_length):
             room, row = rooms.pop(at)
         rows[row][0].append(i)
         rows[row][1] -= t
-        if room - s:
+        if room - s and rows[row][1]:
             bisect.insort(rooms, (room - s, row))
     return [examples for examples, _ in rows]
 
 
 class PackedRows(torch.utils.data.Dataset):
-    """Training examples (source and target token ids, each ending in </s>) packed into rows; item r is
-    row r's tensors."""
+    """Training examples (source and target token ids, each ending in </s>) packed into rows of these
+    lengths; item r is row r's tensors, and item len(rows) a row of padding alone (see PackedBatches)."""
 
-    def __init__(self, sources, targets, source_length, target_length=None):
-        self.sources, self.targets, self.source_length = sources, targets, source_length
-        self.target_length = target_length or row_target_length(self.sources, self.targets, source_length)
-        self.rows = pack([len(s) for s in self.sources], [len(t) for t in self.targets], source_length,
-                         self.target_length)
+    def __init__(self, sources, targets, source_length, target_length):
+        self.sources, self.targets = sources, targets
+        self.source_length, self.target_length = source_length, target_length
+        self.rows = pack([len(s) for s in sources], [len(t) for t in targets], source_length, target_length)
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, r):
         ids, source_segments, decoder_ids, target_segments, labels = [], [], [], [], []
-        for segment, i in enumerate(self.rows[r]):
+        for segment, i in enumerate(self.rows[r] if r < len(self.rows) else []):
             source, target = self.sources[i], self.targets[i]
             ids += source
             source_segments += [segment] * len(source)
@@ -86,30 +91,32 @@ class PackedRows(torch.utils.data.Dataset):
                 "decoder_input_ids": padded(decoder_ids, t, 0),
                 "target_segments": padded(target_segments, t, PAD_SEGMENT), "labels": padded(labels, t, -100)}
 
-    def fill(self):
-        """Shares of source and target row tokens that are real tokens, not padding."""
+    def real_shares(self):
+        """Shares of the rows' source and target tokens that are examples' tokens, not padding."""
         rows = len(self.rows)
         return (sum(map(len, self.sources)) / (rows * self.source_length),
                 sum(map(len, self.targets)) / (rows * self.target_length))
 
 
 class PackedBatches:
-    """Batches of `rows` rows, dealt in a new order each epoch (from seed and epoch); the last may be
-    short. Their number is the same every epoch, as the Trainer's learning-rate schedule needs."""
+    """Batches of `size` of `count` rows, dealt in a new order each epoch (from seed and epoch), the last
+    filled up with rows of padding (index `count`), so every batch has one shape. Their number is the
+    same every epoch, as the Trainer's learning-rate schedule needs."""
 
-    def __init__(self, count, rows, seed):
-        self.order, self.size, self.seed, self.epoch = list(range(count)), rows, seed, 0
+    def __init__(self, count, size, seed):
+        self.count, self.size, self.seed, self.epoch = count, size, seed, 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def __iter__(self):
-        order = self.order[:]
+        order = list(range(self.count))
         random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        order += [self.count] * (-len(order) % self.size)
         return iter([order[i:i + self.size] for i in range(0, len(order), self.size)])
 
     def __len__(self):
-        return -(-len(self.order) // self.size)
+        return -(-self.count // self.size)
 
 
 def collate(rows):
@@ -124,7 +131,7 @@ def enable(model):
                          "set train.packing: false")
     plain = model.forward
 
-    @functools.wraps(plain)  # T5's signature: the Trainer keeps the dataset columns it names
+    @functools.wraps(type(model).forward)  # T5's signature: the Trainer keeps the dataset columns it names
     def forward(self, *args, **batch):
         if "source_segments" not in batch:
             return plain(*args, **batch)
@@ -139,23 +146,26 @@ def packed_loss(model, input_ids, source_segments, decoder_input_ids, target_seg
     target_length = decoder_input_ids.shape[1]
     device = input_ids.device
 
-    def within(q_segments, kv_segments, causal=False):
+    def block_mask(mask, q_length, kv_length):  # compiled on a GPU: no (rows, queries, keys) tensors in memory
+        return create_block_mask(mask, rows, None, q_length, kv_length, device=device, _compile=device.type == "cuda")
+
+    def within(segments, causal=False):
         def mask(b, h, q, kv):
-            same = q_segments[b, q] == kv_segments[b, kv]
+            same = segments[b, q] == segments[b, kv]
             return same & (q >= kv) if causal else same
-        return create_block_mask(mask, rows, None, q_segments.shape[1], kv_segments.shape[1], device=device)
+        return block_mask(mask, segments.shape[1], segments.shape[1])
 
     def to_own_source(b, h, q, kv):  # decoder padding reads every source token, so no softmax is empty
         return (target_segments[b, q] == source_segments[b, kv]) | (target_segments[b, q] == PAD_SEGMENT)
 
-    cross = create_block_mask(to_own_source, rows, None, target_length, source_length, device=device)
-    encoded = stack(model.encoder, input_ids, within(source_segments, source_segments))
-    decoded = stack(model.decoder, decoder_input_ids, within(target_segments, target_segments, causal=True),
-                    encoded, cross)
+    encoded = stack(model.encoder, input_ids, within(source_segments))
+    decoded = stack(model.decoder, decoder_input_ids, within(target_segments, causal=True), encoded,
+                    block_mask(to_own_source, target_length, source_length))
     if model.config.scale_decoder_outputs:  # tied embeddings: T5 scales before its LM head
         decoded = decoded * model.model_dim ** -0.5
-    targets = labels != -100
-    return F.cross_entropy(model.lm_head(decoded[targets]), labels[targets])
+    # every target position, padding too (its label -100 is ignored): one shape, and no wait for the GPU
+    logits = model.lm_head(decoded)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
 def stack(t5_stack, ids, self_mask, memory=None, cross_mask=None):

@@ -69,10 +69,8 @@ COMBINATIONS = [  # checked once every value has its type
     ("tokenize.stride", lambda p: p["tokenize"]["stride"] < p["tokenize"]["max_source_length"] // 2,
      "windows of a long context must advance by more than they share: keep it under half of "
      "tokenize.max_source_length"),
-    ("train.packing", lambda p: not p["train"]["packing"]
-     or p["train"]["batch_tokens"] >= p["tokenize"]["max_source_length"],
-     "a batch is train.batch_tokens // tokenize.max_source_length packed rows: set train.batch_tokens to at least "
-     "tokenize.max_source_length"),
+    ("train.packing", lambda p: not p["train"]["packing"] or p["train"]["batch_tokens"] > 0,
+     "packed batches hold train.batch_tokens source tokens: set it, e.g. to 131072"),
     ("train.keep_best", lambda p: not p["train"]["keep_best"] or p["train"]["eval_questions"] > 0,
      "the best epoch is the one of the best validation F1: set train.eval_questions > 0"),
 ]

@@ -129,15 +129,14 @@ class ValidationQuestions:
 
 
 class QATrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose training batches are packed rows of `packed_length` source tokens, as many as
-    batch_tokens holds, when packed_length > 0 (stages/packing.py; the model then needs packing.enable);
-    else follow a token budget when batch_tokens > 0, else are grouped by length in an order fixed by seed
-    and epoch. Each evaluation also answers `validation_questions` (a ValidationQuestions, or None for the
-    eval loss alone)."""
+    """Seq2SeqTrainer whose training batches are rows of several examples, as many rows as batch_tokens
+    holds, with `packing` (stages/packing.py; the model then needs packing.enable); else follow a token
+    budget when batch_tokens > 0, else are grouped by length in an order fixed by seed and epoch. Each
+    evaluation also answers `validation_questions` (a ValidationQuestions, or None for the eval loss alone)."""
 
-    def __init__(self, *args, batch_tokens=0, packed_length=0, validation_questions=None, **kwargs):
+    def __init__(self, *args, batch_tokens=0, packing=False, validation_questions=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batch_tokens, self.packed_length = batch_tokens, packed_length
+        self.batch_tokens, self.packing = batch_tokens, packing
         self.validation_questions = validation_questions
         self.epoch_sampler = None  # the training order's sampler, once the data loader is built
 
@@ -173,7 +172,7 @@ class QATrainer(Seq2SeqTrainer):
         return super()._run_epoch(*args, epoch=epoch, **kwargs)
 
     def get_train_dataloader(self):
-        if not (self.batch_tokens or self.packed_length):
+        if not (self.batch_tokens or self.packing):
             return super().get_train_dataloader()
         data = self.train_dataset
         if isinstance(data, datasets.Dataset):
@@ -182,15 +181,16 @@ class QATrainer(Seq2SeqTrainer):
         else:  # a list of examples (bench/throughput.py)
             sources, targets = [row["input_ids"] for row in data], [row["labels"] for row in data]
         collate = self.data_collator
-        if self.packed_length:
-            data = packing.PackedRows(sources, targets, self.packed_length)
-            self.epoch_sampler = packing.PackedBatches(len(data), max(1, self.batch_tokens // self.packed_length),
-                                                       self.args.seed)
+        if self.packing:
+            data = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
+            rows = max(1, self.batch_tokens // data.source_length)  # a row may be longer than the budget
+            self.epoch_sampler = packing.PackedBatches(len(data), rows, self.args.seed)
             collate = packing.collate
             if self.is_world_process_zero():
-                fill = data.fill()
+                real = data.real_shares()
                 print(f"packing: {len(sources):,} examples in {len(data):,} rows of {data.source_length} source and "
-                      f"{data.target_length} target tokens ({fill[0]:.0%} and {fill[1]:.0%} real, not padding)")
+                      f"{data.target_length} target tokens ({real[0]:.0%} and {real[1]:.0%} of them examples' "
+                      f"tokens), {rows} rows a batch")
         else:
             self.epoch_sampler = TokenBudgetBatches([len(ids) for ids in sources],
                                                     self.args.per_device_train_batch_size, self.batch_tokens,
@@ -268,8 +268,8 @@ def main():
                             if hp["eval_questions"] else None)
     trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                        batch_tokens=hp["batch_tokens"], validation_questions=validation_questions,
-                        packed_length=p["tokenize"]["max_source_length"] if hp["packing"] else 0)
+                        batch_tokens=hp["batch_tokens"], packing=hp["packing"],
+                        validation_questions=validation_questions)
     # report_to builds a Live() that would rewrite dvc.yaml; the plots are declared there by hand
     trainer.remove_callback(DVCLiveCallback)
     if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):

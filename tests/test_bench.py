@@ -59,7 +59,7 @@ def test_packed_batches_count_the_examples_tokens_and_flops_of_the_same_batch_pa
     bench = load_bench()
     sources = [[5] * n + [1] for n in (30, 7, 12, 50, 3)]
     targets = [[6] * n + [1] for n in (2, 0, 5, 1, 3)]
-    rows = packing.PackedRows(sources, targets, 64)
+    rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
     assert len(rows) < len(sources)  # rows hold several examples
     packed = bench.example_lengths(packing.collate([rows[r] for r in range(len(rows))]))
     padded = bench.example_lengths(DataCollatorForSeq2Seq(modeling.train_tokenizer(["pad"], 100))(
@@ -76,3 +76,12 @@ def test_the_cpu_sharing_worker_trains_with_the_stages_openmp_setting():
                          capture_output=True, text=True, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["steps_per_s"] > 0 and result["gomp_spincount"] == "3000"
+
+
+@pytest.mark.slow
+def test_the_packing_check_compares_packed_and_padded_gradients():
+    run = subprocess.run([sys.executable, "bench/packing_check.py", "--quick", "--examples", "8"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    fp32 = json.loads(run.stdout.strip().splitlines()[-1])["fp32"]
+    assert fp32["packed_loss"] == pytest.approx(fp32["padded_loss"], rel=1e-6)
+    assert 0 < fp32["largest_gradient_difference"] < 1e-4 and not fp32["nan"]

@@ -4,8 +4,10 @@ PyTorch refuses FlexAttention's backward on the CPU by a device check, though it
 it; the gradient tests lift that check (`cpu_backward`) to compare gradients here, where no GPU is.
 """
 
+import inspect
 import random
 
+import datasets
 import pytest
 import torch
 import torch.nn.attention.flex_attention
@@ -46,11 +48,11 @@ def unpacked_batch(sources, targets):
 
 def test_rows_hold_every_example_once_within_both_lengths():
     sources, targets = examples(200, longest=60)
-    rows = packing.PackedRows(sources, targets, 64, target_length=12)
+    rows = packing.PackedRows(sources, targets, 64, 12)
     assert sorted(i for row in rows.rows for i in row) == list(range(200))
     for row in rows.rows:
         assert sum(len(sources[i]) for i in row) <= 64 and sum(len(targets[i]) for i in row) <= 12
-    assert rows.fill()[0] > 0.9  # best fit, longest first: little padding left
+    assert rows.real_shares()[0] > 0.9  # best fit, longest first: little padding left
 
 
 def test_best_fit_puts_each_example_in_the_tightest_row():
@@ -66,13 +68,15 @@ def test_an_example_longer_than_a_row_is_an_error():
         packing.pack([3, 9], [1, 1], 8, 8)
 
 
-def test_target_rows_leave_room_for_the_longest_target():
-    assert packing.row_target_length([[1] * 100] * 2, [[1] * 5] * 2, 400) == 40  # twice a row's share
-    assert packing.row_target_length([[1] * 100] * 2, [[1] * 5, [1] * 50], 40) == 50  # not 2 x 11, rounded up
+def test_rows_are_whole_blocks_with_room_for_twice_their_share_of_targets_and_the_longest_example():
+    # 20 source tokens a target token: a target block (128) is twice the targets of 1,280 source tokens
+    assert packing.row_lengths([[1] * 100] * 2, [[1] * 5] * 2) == (1280, 128)
+    assert packing.row_lengths([[1] * 100] * 2, [[1] * 5, [1] * 130]) == (128, 256)  # long target, few sources
+    assert packing.row_lengths([[1] * 600, [1] * 10], [[1] * 50] * 2) == (640, 128)  # the longest source fits
 
 
 def test_a_row_is_its_examples_end_to_end_with_decoder_inputs_shifted_per_example():
-    rows = packing.PackedRows([[5, 6, 1], [7, 1]], [[8, 1], [9, 4, 1]], 8, target_length=7)
+    rows = packing.PackedRows([[5, 6, 1], [7, 1]], [[8, 1], [9, 4, 1]], 8, 7)
     assert rows.rows == [[0, 1]]
     row = rows[0]
     assert row["input_ids"].tolist() == [5, 6, 1, 7, 1, 0, 0, 0]
@@ -80,15 +84,18 @@ def test_a_row_is_its_examples_end_to_end_with_decoder_inputs_shifted_per_exampl
     assert row["labels"].tolist() == [8, 1, 9, 4, 1, -100, -100]
     assert row["decoder_input_ids"].tolist() == [0, 8, 0, 9, 4, 0, 0]
     assert row["target_segments"].tolist() == [0, 0, 1, 1, 1, -1, -1]
+    padding = rows[1]  # one past the last row: padding alone, to fill a last batch
+    assert padding["source_segments"].tolist() == [-1] * 8 and padding["labels"].tolist() == [-100] * 7
 
 
 def test_batches_deal_every_row_once_per_epoch_in_an_order_of_seed_and_epoch():
     batches = packing.PackedBatches(10, 4, seed=0)
     first = list(batches)
-    assert len(batches) == len(first) == 3 and sorted(sum(first, [])) == list(range(10))
+    assert len(batches) == len(first) == 3 and {len(batch) for batch in first} == {4}  # one shape
+    assert sorted(sum(first, [])) == list(range(10)) + [10, 10]  # the last filled up with padding rows
     batches.set_epoch(1)
     second = list(batches)
-    assert second != first and sorted(sum(second, [])) == list(range(10))
+    assert second != first and sorted(sum(second, [])) == list(range(10)) + [10, 10]
     batches.set_epoch(0)
     assert list(batches) == first == list(packing.PackedBatches(10, 4, seed=0))
 
@@ -96,7 +103,7 @@ def test_batches_deal_every_row_once_per_epoch_in_an_order_of_seed_and_epoch():
 @pytest.mark.parametrize("feed_forward", ["relu", "gated-gelu"])
 def test_packed_loss_and_gradients_equal_the_unpacked_model(feed_forward, cpu_backward):
     sources, targets = examples()
-    rows = packing.PackedRows(sources, targets, 64)
+    rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
     assert any(len(row) > 2 for row in rows.rows)  # several examples share rows
     packed = packing.enable(tiny_t5(feed_forward))
     loss = packed(**packing.collate([rows[r] for r in range(len(rows))])).loss
@@ -128,35 +135,42 @@ def test_packing_is_for_t5_models():
         packing.enable(bart)
 
 
-def trained_losses(tmp_path, packed_length):
-    """The train stage's settings on all the examples in one batch a step, packed or not."""
+def trained_losses(tmp_path, packed):
+    """The train stage's settings on all the examples in one batch a step, packed or not, and eval losses."""
     sources, targets = examples(64)
-    data = [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
+    data = datasets.Dataset.from_dict({"input_ids": sources, "labels": targets, "attention_mask": [[1] * len(s)
+                                                                                                  for s in sources]})
     tokenizer = modeling.train_tokenizer(["pad"], 100)
     model = tiny_t5()
-    if packed_length:
+    if packed:
         packing.enable(model)
     args = train.training_arguments(HP, 0, tmp_path, train_sampling_strategy="sequential", logging_steps=1,
-                                    report_to="none")
-    trainer = train.QATrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-                              batch_tokens=64 * 40, packed_length=packed_length)
+                                    eval_strategy="epoch", report_to="none")
+    trainer = train.QATrainer(model=model, args=args, train_dataset=data, eval_dataset=data.select(range(8)),
+                              processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+                              batch_tokens=64 * 40, packing=packed)
     trainer.train()
-    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return [(entry.get("loss"), entry.get("eval_loss")) for entry in trainer.state.log_history
+            if "loss" in entry or "eval_loss" in entry]
+
+
+def test_an_enabled_model_keeps_t5s_signature_for_the_trainers_column_choice():
+    assert inspect.signature(packing.enable(tiny_t5()).forward) == inspect.signature(tiny_t5().forward)
 
 
 def test_the_trainer_trains_packed_rows_as_it_trains_the_same_batch_unpacked(tmp_path, cpu_backward):
-    packed = trained_losses(tmp_path / "packed", 40)
-    plain = trained_losses(tmp_path / "plain", 0)
-    assert len(packed) == len(plain) == HP["epochs"]
-    assert packed == pytest.approx(plain, rel=1e-4)
-    assert packed[-1] < 0.8 * packed[0]
+    packed = trained_losses(tmp_path / "packed", True)  # a Dataset: columns chosen by forward's signature
+    plain = trained_losses(tmp_path / "plain", False)
+    assert len(packed) == len(plain) == 2 * HP["epochs"]  # a training step and an evaluation each epoch
+    assert [loss for pair in packed for loss in pair if loss] == pytest.approx(
+        [loss for pair in plain for loss in pair if loss], rel=1e-4)
+    assert packed[-2][0] < 0.8 * packed[0][0]
 
 
-def test_packing_needs_a_batch_of_at_least_one_row(tmp_path):
+def test_packing_needs_a_token_budget(tmp_path):
     text = open("params.yaml").read().replace("packing: false", "packing: true")
     (tmp_path / "params.yaml").write_text(text)
-    with pytest.raises(InputError, match="train.packing: .*train.batch_tokens"):
+    with pytest.raises(InputError, match="train.packing: packed batches hold train.batch_tokens"):
         params.load(tmp_path / "params.yaml")
 
 
@@ -175,7 +189,7 @@ def test_the_train_stage_refuses_packing_without_a_gpu(tmp_path, monkeypatch, ca
 def test_compiled_flex_attention_gives_the_reference_loss(monkeypatch):
     """The GPU's path, compiled (for the CPU here, forward only): same loss as FlexAttention's reference."""
     sources, targets = examples()
-    rows = packing.PackedRows(sources, targets, 64)
+    rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
     batch = packing.collate([rows[r] for r in range(len(rows))])
     model = packing.enable(tiny_t5("gated-gelu")).eval()
     with torch.no_grad():

@@ -2,6 +2,7 @@
 
 import logging
 import random
+import string
 
 import datasets
 import pytest
@@ -194,3 +195,24 @@ def test_validation_questions_are_answered_each_epoch_and_the_best_epoch_is_kept
     assert resumed.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}")
     kept = safetensors.torch.load_file(f"{resumed.state.best_model_checkpoint}/model.safetensors")
     assert all(torch.equal(kept[name], value) for name, value in resumed.model.state_dict().items() if name in kept)
+
+
+def test_accumulated_and_multi_process_losses_are_means_not_sums(tmp_path):
+    """T5's loss is its batch's mean: the Trainer must average micro-batches itself. Told the model counts
+    tokens itself, it would log (and clip, and under DDP multiply by the process count) sums."""
+    tokenizer = modeling.train_tokenizer([string.ascii_letters + string.digits], 100)  # ids of rows() < 64
+    size = {"d_model": 32, "d_ff": 64, "num_heads": 2, "num_layers": 1, "feed_forward_proj": "relu", "dropout": 0.0}
+    data = [{"input_ids": r["input_ids"], "labels": r["input_ids"][:3] + [1]} for r in rows()[:8]]  # equal targets
+
+    def first_loss(batch_size, accumulation):
+        torch.manual_seed(0)
+        model = modeling.build_model({"name": "scratch", "scratch": size}, tokenizer)
+        args = train.training_arguments({**HP, "batch_size": batch_size}, 0, tmp_path / str(accumulation),
+                                        gradient_accumulation_steps=accumulation, max_steps=1, logging_steps=1,
+                                        train_sampling_strategy="sequential", report_to="none")
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+        assert not trainer.model_accepts_loss_kwargs
+        trainer.train()
+        return trainer.state.log_history[0]["loss"]
+    assert first_loss(4, 2) == pytest.approx(first_loss(8, 1), rel=1e-5)
