@@ -2,9 +2,10 @@
 # Every GPU measurement in one run (bench/README.md has the results), in parts that can also run alone:
 #  check: bench/packing_check.py: packed against padded loss and gradients on the GPU's compiled kernels;
 #  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with the best
-#         token-budget batches measured so far: as the stages run, and with the candidates `compile`,
-#         `pack` (train.packing) and `pack-compile` (its recompiles logged, with their reasons); then
-#         profiled, with `pack-compile`. One run failing (e.g. out of memory) does not stop the next;
+#         token-budget batches measured so far: as the stages run, and with the candidates `pack`
+#         (train.packing) and `pack-compile` (recompiles logged, with their reasons; `compile` alone was
+#         measured before: bench/README.md); then profiled, with `pack-compile`. One run failing (e.g.
+#         out of memory) does not stop the next;
 #  repro, repro-packed: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled
 #         data's generator, a randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a
 #         time with each stage's time; batches of 64 examples, or (packed) of 4,096 source tokens: whole
@@ -55,7 +56,7 @@ for part in $parts; do
   case $part in
     check) python bench/packing_check.py || echo "bench/packing_check.py failed with status $?" ;;
     bench)
-      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate compile --candidate pack --candidate pack-compile
+      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate pack --candidate pack-compile
       throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
     repro) repro false ;;
     repro-packed) repro true ;;
