@@ -14,12 +14,15 @@
 #         re-runs train and evaluate only;
 #  evaluate: after a repro, the evaluate stage's imports timed, then the stage profiled (where its seconds go).
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
-#   bash bench/gpu.sh ["check bench repro repro-packed evaluate" or some of them] [scratch folder]
+#   bash bench/gpu.sh ["check repro repro-packed evaluate bench" or some of them] [scratch folder]
+# All of it outlasts one 10-minute device call: call it twice, "check repro repro-packed evaluate" (the
+# parts that share the scratch copy's outputs), then "bench".
 # Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
 #   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 # (`python -m`: the image's own pip belongs to another Python than the one with PyTorch and its packages)
 set -euo pipefail
-parts=${1:-check bench repro repro-packed evaluate}
+export PYTHONUNBUFFERED=1  # a run cut off at the call's limit keeps what it printed
+parts=${1:-check repro repro-packed evaluate bench}
 work=${2:-/tmp/seed_sized}
 best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 38 GiB peak on an H100
 throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
@@ -46,7 +49,7 @@ print(p)
 PY
   for stage in prepare tokenize train evaluate; do
     start=$(date +%s%N)
-    python -m dvc repro --single-item "$stage"
+    python -m dvc repro --single-item "$stage" || { echo "stage $stage failed with status $?"; return 1; }
     echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
   done
   cat metrics/eval.json
@@ -58,11 +61,15 @@ for part in $parts; do
     bench)
       TORCH_LOGS=recompiles throughput "${best[@]}" --candidate pack --candidate pack-compile
       throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
-    repro) repro false ;;
-    repro-packed) repro true ;;
+    repro) repro false || echo "repro failed" ;;
+    repro-packed) repro true || echo "repro-packed failed" ;;
     evaluate)
-      for i in 1 2; do /usr/bin/time -f "import stages.evaluate: %e s" python -c "import stages.evaluate"; done
-      python -m cProfile -s cumtime -m stages.evaluate 2>&1 | grep -v "it/s" | head -70 ;;
+      for i in 1 2; do
+        python -c "import time; t = time.perf_counter(); import stages.evaluate
+print(f'import stages.evaluate: {time.perf_counter() - t:.2f} s')"
+      done
+      python -m cProfile -o /tmp/evaluate.prof -m stages.evaluate
+      python -c "import pstats; pstats.Stats('/tmp/evaluate.prof').sort_stats('cumtime').print_stats(50)" ;;
     *) echo "unknown part $part: check, bench, repro, repro-packed or evaluate" >&2; exit 2 ;;
   esac
 done

@@ -9,7 +9,7 @@ train stage's Trainer settings (stages/train.py) and the evaluate stage's genera
     python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
 
 Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
---candidate also trains, after this project's path, with a change not in the stages yet (CANDIDATES;
+--candidate also trains, after this project's path, with a change not in the stages' defaults yet (CANDIDATES;
 bench/README.md, "Candidate"), on a fresh model with the same weights;
 --profile prints where this project's side spends its time.
 """
@@ -199,7 +199,7 @@ def peak_memory():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-# Candidates: changes to this project's training not in its defaults yet, each measured with --candidate NAME.
+# Candidates: changes to this project's training not in the stages' defaults yet, each measured with --candidate NAME.
 # Each changes the model and returns what else the trainer takes.
 
 def compile_regions(model, dynamic=True):
@@ -262,7 +262,7 @@ def main():
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--candidate", choices=CANDIDATES, action="append", default=[],
-                        help="also train with this change not in the stages yet (bench/README.md); repeatable")
+                        help="also train with this change not in the stages' defaults yet (bench/README.md); repeatable")
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()

@@ -96,9 +96,13 @@ def autocast_forward(layer, hidden_states):
 
 
 def tuned(model):
-    """The model with the three speed-ups above, as every stage runs it (the first two for the process)."""
+    """The model as every stage runs it: with the three speed-ups above (the first two for the process),
+    and telling the Trainer that its loss is its batch's mean whatever token count it is passed: else, as
+    its forward takes **kwargs, the Trainer would sum, not average, gradient-accumulation steps and
+    multiply the loss by the process count (tests/test_train.py)."""
     avoid_cudnn_attention()
     merge_position_bias_once()
+    model.accepts_loss_kwargs = False
     return skip_fp32_round_trip(model)
 
 
@@ -119,10 +123,6 @@ def build_model(model_params, tokenizer):
     else:
         model = from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
                                 attn_implementation="sdpa")
-    # seq2seq models return their batch's mean loss whatever token count the Trainer passes them; left
-    # True (their forward takes **kwargs), the Trainer would sum, not average, gradient-accumulation steps
-    # and multiply the loss by the process count (tests/test_train.py)
-    model.accepts_loss_kwargs = False
     return tuned(model)
 
 

@@ -28,10 +28,11 @@ from stages.outputs import staged, write_json
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
-# encode is mostly Python: a process per two cores (often one physical core) on a GPU machine's many;
-# a 2-core machine keeps one, where two were no faster, and so do splits of under 1,000 rows a process.
-# The same bytes either way (tests/test_tokenize.py)
-PROCESSES = max(1, (os.cpu_count() or 1) // 2)
+# encode is mostly Python: a process per two of the cores it may use (often one physical core) on a GPU
+# machine's many; a 2-core machine keeps one, where two were no faster, and so do splits of under 1,000
+# rows a process. The same bytes either way (tests/test_tokenize.py). macOS has no affinity to ask.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+PROCESSES = max(1, CORES // 2)
 REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer_in_no_window", "target_truncated",
             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"]  # encode's columns for the report
 

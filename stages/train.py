@@ -177,7 +177,7 @@ class QATrainer(Seq2SeqTrainer):
         data = self.train_dataset
         if isinstance(data, datasets.Dataset):
             data = self._remove_unused_columns(data, description="Training")
-            sources, targets = data["input_ids"], data["labels"]
+            sources, targets = list(data["input_ids"]), list(data["labels"])  # lists: a Column reads row by row
         else:  # a list of examples (bench/throughput.py)
             sources, targets = [row["input_ids"] for row in data], [row["labels"] for row in data]
         collate = self.data_collator

@@ -6,6 +6,7 @@ it; the gradient tests lift that check (`cpu_backward`) to compare gradients her
 
 import inspect
 import random
+from pathlib import Path
 
 import datasets
 import pytest
@@ -19,6 +20,7 @@ from stages.errors import InputError
 # the CPU runs FlexAttention's reference code, which warns that it is not the fused kernel
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
+PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 HP = {"lr": 1e-2, "epochs": 6, "batch_size": 64, "warmup_steps": 2, "weight_decay": 0.0}
 
 
@@ -168,14 +170,14 @@ def test_the_trainer_trains_packed_rows_as_it_trains_the_same_batch_unpacked(tmp
 
 
 def test_packing_needs_a_token_budget(tmp_path):
-    text = open("params.yaml").read().replace("packing: false", "packing: true")
+    text = PARAMS.read_text().replace("packing: false", "packing: true")
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(InputError, match="train.packing: packed batches hold train.batch_tokens"):
         params.load(tmp_path / "params.yaml")
 
 
 def test_the_train_stage_refuses_packing_without_a_gpu(tmp_path, monkeypatch, capsys):
-    text = open("params.yaml").read().replace("packing: false", "packing: true")
+    text = PARAMS.read_text().replace("packing: false", "packing: true")
     (tmp_path / "params.yaml").write_text(text.replace("batch_tokens: 0", "batch_tokens: 4096"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

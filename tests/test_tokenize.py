@@ -145,10 +145,10 @@ def tokenized_bytes(folder):
 
 
 def test_several_processes_write_the_same_bytes_as_one(tmp_path, monkeypatch):
-    for split, rows in (("train", 2000), ("validation", 50), ("test", 50)):
-        lines = (ROOT / "data/prepared" / f"{split}.jsonl").read_text().splitlines()[:rows]
-        (tmp_path / "data/prepared").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "data/prepared" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    for split, spec in (("train", "train[:2000]"), ("validation", "train[2000:2050]"), ("test", "validation[:50]")):
+        rows, _, _ = squad.load_split(ROOT / "data/raw", spec)  # the bundled data, as prepare writes it
+        rows.to_json(tmp_path / "data/prepared" / f"{split}.jsonl", lines=True, force_ascii=False)
     (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     monkeypatch.chdir(tmp_path)
     written = []
