@@ -43,6 +43,11 @@ def cpu_backward(monkeypatch):
     monkeypatch.setattr(torch.nn.attention.flex_attention, "_validate_device", lambda *tensors: None)
 
 
+def every_row(rows):
+    """One batch of all the rows (a PackedRows's item len(rows) is a padding row, so it is not iterated)."""
+    return packing.collate([rows[r] for r in range(len(rows))])
+
+
 def unpacked_batch(sources, targets):
     tokenizer = modeling.train_tokenizer(["pad"], 100)
     return DataCollatorForSeq2Seq(tokenizer)([{"input_ids": s, "labels": t} for s, t in zip(sources, targets)])
@@ -108,7 +113,7 @@ def test_packed_loss_and_gradients_equal_the_unpacked_model(feed_forward, cpu_ba
     rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
     assert any(len(row) > 2 for row in rows.rows)  # several examples share rows
     packed = packing.enable(tiny_t5(feed_forward))
-    loss = packed(**packing.collate([rows[r] for r in range(len(rows))])).loss
+    loss = packed(**every_row(rows)).loss
     loss.backward()
     plain = tiny_t5(feed_forward)
     expected = plain(**unpacked_batch(sources, targets)).loss
@@ -191,8 +196,7 @@ def test_the_train_stage_refuses_packing_without_a_gpu(tmp_path, monkeypatch, ca
 def test_compiled_flex_attention_gives_the_reference_loss(monkeypatch):
     """The GPU's path, compiled (for the CPU here, forward only): same loss as FlexAttention's reference."""
     sources, targets = examples()
-    rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
-    batch = packing.collate([rows[r] for r in range(len(rows))])
+    batch = every_row(packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets)))
     model = packing.enable(tiny_t5("gated-gelu")).eval()
     with torch.no_grad():
         reference = model(**batch).loss
