@@ -228,6 +228,7 @@ def pack_and_compile(model):
 
 
 CANDIDATES = {"compile": compile_regions, "pack": pack, "pack-compile": pack_and_compile}
+PACKED = ("pack", "pack-compile")  # the candidates that train packed rows: on a GPU, with --batch-tokens
 
 
 def profiled(run, gpu, title):
@@ -266,7 +267,7 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()
-    if any(name.startswith("pack") for name in args.candidate):
+    if set(PACKED) & set(args.candidate):
         if not torch.cuda.is_available():
             parser.error("--candidate pack trains on a GPU only (FlexAttention has no backward on the CPU)")
         if not args.batch_tokens:

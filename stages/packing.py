@@ -75,6 +75,8 @@ class PackedRows(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, r):
+        if not 0 <= r <= len(self.rows):
+            raise IndexError(f"row {r} of {len(self.rows)} (and one of padding)")
         ids, source_segments, decoder_ids, target_segments, labels = [], [], [], [], []
         for segment, i in enumerate(self.rows[r] if r < len(self.rows) else []):
             source, target = self.sources[i], self.targets[i]

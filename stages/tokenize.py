@@ -29,8 +29,7 @@ PREPARED = Path("data/prepared")
 OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
 # encode is mostly Python: a process per two of the cores it may use (often one physical core) on a GPU
-# machine's many; a 2-core machine keeps one, where two were no faster, and so do splits of under 1,000
-# rows a process. The same bytes either way (tests/test_tokenize.py). macOS has no affinity to ask.
+# machine's many; a 2-core machine keeps one, where two were no faster. macOS has no affinity to ask.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 PROCESSES = max(1, CORES // 2)
 REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer_in_no_window", "target_truncated",
@@ -91,6 +90,13 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
             out["copyable"].append(first and any(any(c) for c in copied))
             out["spellable"].append(first and any(spelled_back))
     return out
+
+
+def worker_processes(rows):
+    """datasets.map's num_proc for a split of this many rows: PROCESSES where each gets 1,000 rows or more,
+    else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions here).
+    The same bytes either way (tests/test_tokenize.py)."""
+    return PROCESSES if PROCESSES > 1 and rows >= 1000 * PROCESSES else None
 
 
 def target_specials(tokenizer):
@@ -172,7 +178,7 @@ def main():
         key = fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings)
         enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
                              fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
-                             num_proc=PROCESSES if len(split_rows) >= 1000 * PROCESSES else None,
+                             num_proc=worker_processes(len(split_rows)),
                              new_fingerprint=key, load_from_cache_file=False)
         counts = enc.select_columns(REPORTED).to_dict()  # as lists: a Dataset's columns are read row by row
         questions = len(set(counts["id"]))  # train_answers: all repeats a question once per answer

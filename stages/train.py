@@ -177,11 +177,13 @@ class QATrainer(Seq2SeqTrainer):
         data = self.train_dataset
         if isinstance(data, datasets.Dataset):
             data = self._remove_unused_columns(data, description="Training")
-            sources, targets = list(data["input_ids"]), list(data["labels"])  # lists: a Column reads row by row
-        else:  # a list of examples (bench/throughput.py)
-            sources, targets = [row["input_ids"] for row in data], [row["labels"] for row in data]
+
+        def column(name):  # as a list: a Dataset's Column reads row by row; or a list of examples (bench/)
+            return list(data[name]) if isinstance(data, datasets.Dataset) else [row[name] for row in data]
+        sources = column("input_ids")
         collate = self.data_collator
         if self.packing:
+            targets = column("labels")
             data = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
             rows = max(1, self.batch_tokens // data.source_length)  # a row may be longer than the budget
             self.epoch_sampler = packing.PackedBatches(len(data), rows, self.args.seed)

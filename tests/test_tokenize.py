@@ -144,6 +144,14 @@ def tokenized_bytes(folder):
             if p.is_file()}
 
 
+def test_a_split_is_mapped_in_several_processes_only_where_each_gets_1000_rows(monkeypatch):
+    monkeypatch.setattr(tokenize, "PROCESSES", 1)
+    assert tokenize.worker_processes(30_000) is None  # this process: num_proc=1 would start a pool of one
+    monkeypatch.setattr(tokenize, "PROCESSES", 8)
+    assert tokenize.worker_processes(8_000) == 8
+    assert tokenize.worker_processes(7_999) is None
+
+
 def test_several_processes_write_the_same_bytes_as_one(tmp_path, monkeypatch):
     (tmp_path / "data/prepared").mkdir(parents=True)
     for split, spec in (("train", "train[:2000]"), ("validation", "train[2000:2050]"), ("test", "validation[:50]")):
