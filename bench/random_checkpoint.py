@@ -15,7 +15,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-from stages import modeling, squad
+from stages import squad, vocabulary
 
 T5_SMALL = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
                 feed_forward_proj="relu", dropout_rate=0.1)  # t5-small's published config.json
@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
     rows = squad.read_file(args.data)
     texts = [text for row in rows for text in (row["question"], row["context"], *row["answers"]["text"])]
-    tokenizer = modeling.train_tokenizer(texts, T5_SMALL["vocab_size"] - 100)  # t5-small: 32,000 + 100 sentinels
+    tokenizer = vocabulary.train_tokenizer(texts, T5_SMALL["vocab_size"] - 100)  # t5-small: 32,000 + 100 sentinels
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(T5Config(**T5_SMALL, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     model.save_pretrained(args.out)

@@ -38,7 +38,7 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.models.t5.modeling_t5 import T5LayerFF, T5LayerNorm
 from transformers.utils import logging
 
-from stages import decoding, modeling, packing, squad, train
+from stages import decoding, modeling, packing, squad, train, vocabulary
 
 SHAPES = {  # t5-small's published config; quick is the bundled default's size
     "t5-small": dict(vocab_size=32128, d_model=512, d_ff=2048, num_layers=6, num_heads=8, feed_forward_proj="relu"),
@@ -51,7 +51,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # de
 def bundled_tokenizer(vocab_size=4000):
     """The tokenize stage's default tokenizer, trained on the bundled data, as the stages pad with it."""
     rows, _, _ = squad.load_split(ROOT / "data/raw", "train")
-    return modeling.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
+    return vocabulary.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
                                     vocab_size)
 
 

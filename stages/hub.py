@@ -1,4 +1,4 @@
-"""Tell local folders from Hugging Face Hub ids, and fail fast when the Hub is out of reach."""
+"""Tell local folders from Hugging Face Hub ids, fail fast when the Hub is out of reach, and load from either."""
 
 import os
 import socket
@@ -34,3 +34,14 @@ def require_hub(name, param, local_hint):
             f"{param} = {name!r} needs the Hugging Face Hub, and {host} cannot be reached; "
             f"{local_hint}, or set HF_HUB_OFFLINE=1 to use a copy already in your Hugging Face cache"
         ) from None
+
+
+def from_pretrained(cls, name, **kwargs):
+    """cls (a transformers Auto class) from model.name: a local folder, or a Hub id once the Hub answers."""
+    folder = local_path(name, "model.name")
+    if folder is None:
+        require_hub(name, "model.name", "point model.name at a local checkpoint folder")
+    try:  # never a checkpoint's own code: left unset, transformers would ask on a terminal whether to run it
+        return cls.from_pretrained(folder or name, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError) as e:
+        raise InputError(f"model.name = {name!r}: cannot load {cls.__name__} ({str(e).splitlines()[0]})") from None

@@ -1,46 +1,15 @@
-"""Model and tokenizer: load a checkpoint (Hub id or local folder) or build a small T5 from scratch."""
+"""The model: a checkpoint (Hub id or local folder) or a small T5 built from scratch, tuned for speed."""
 
 import functools
 import types
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config,
-                          T5ForConditionalGeneration)
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.integrations import sdpa_attention
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
-from stages import hub
+from stages import hub, vocabulary
 from stages.errors import InputError
-
-SCRATCH = "scratch"
-SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
-
-
-def is_scratch(model_params):
-    return model_params["name"] == SCRATCH
-
-
-def train_tokenizer(texts, vocab_size):
-    """A SentencePiece-style BPE tokenizer (words marked with ▁, punctuation split off), T5's special ids.
-
-    BPE, not Unigram: on this project's templated data the Unigram trainer split the most frequent
-    words into letters ("▁w as"), doubling input lengths (docs/guide.md, "Tokenizer"). Saved as a generic
-    fast tokenizer, since transformers 5's T5Tokenizer only rebuilds Unigram vocabularies.
-    """
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                                             show_progress=False))
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>")
-
-
-def load_tokenizer(name):
-    return from_pretrained(AutoTokenizer, name)
 
 
 def avoid_cudnn_attention():
@@ -108,7 +77,7 @@ def tuned(model):
 
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names, to train."""
-    if is_scratch(model_params):
+    if vocabulary.is_scratch(model_params):
         size = model_params["scratch"]
         if size["d_model"] % size["num_heads"]:
             raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
@@ -121,19 +90,9 @@ def build_model(model_params, tokenizer):
                           pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, attn_implementation="sdpa")
         model = T5ForConditionalGeneration(config)
     else:
-        model = from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
+        model = hub.from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
                                 attn_implementation="sdpa")
     return tuned(model)
-
-
-def from_pretrained(cls, name, **kwargs):
-    folder = hub.local_path(name, "model.name")
-    if folder is None:
-        hub.require_hub(name, "model.name", "point model.name at a local checkpoint folder")
-    try:  # never a checkpoint's own code: left unset, transformers would ask on a terminal whether to run it
-        return cls.from_pretrained(folder or name, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError) as e:
-        raise InputError(f"model.name = {name!r}: cannot load {cls.__name__} ({str(e).splitlines()[0]})") from None
 
 
 def load_trained(folder):

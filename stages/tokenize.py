@@ -21,7 +21,7 @@ from pathlib import Path
 import datasets
 from transformers import AutoConfig
 
-from stages import metrics, modeling, params, spans, squad, windows
+from stages import hub, metrics, params, spans, squad, vocabulary, windows
 from stages.errors import InputError, cli
 from stages.outputs import staged, write_json
 
@@ -148,7 +148,7 @@ def fingerprint(path, tokenizer, settings):
 def check_source_length(model_name, max_source_length):
     """Models with learned positions (BART: 1,024) cannot read longer inputs: say so here, not with an
     IndexError deep inside the model at the first long batch of training."""
-    limit = getattr(modeling.from_pretrained(AutoConfig, model_name), "max_position_embeddings", None)
+    limit = getattr(hub.from_pretrained(AutoConfig, model_name), "max_position_embeddings", None)
     if limit and max_source_length > limit:
         raise InputError(f"tokenize.max_source_length = {max_source_length} is more than model.name = "
                          f"{model_name!r} can read ({limit} positions): set it to {limit} or less")
@@ -159,13 +159,13 @@ def main():
     p = params.load()
     rows = {split: datasets.load_dataset("json", data_files={split: str(PREPARED / f"{split}.jsonl")}, split=split)
             for split in squad.SPLITS}
-    if modeling.is_scratch(p["model"]):
+    if vocabulary.is_scratch(p["model"]):
         train = rows["train"].select_columns(["question", "context"]).to_dict()
         texts = [squad.model_input(q, c) for q, c in zip(train["question"], train["context"])]
-        tokenizer = modeling.train_tokenizer(texts, p["model"]["scratch"]["vocab_size"])
+        tokenizer = vocabulary.train_tokenizer(texts, p["model"]["scratch"]["vocab_size"])
     else:
         check_source_length(p["model"]["name"], p["tokenize"]["max_source_length"])
-        tokenizer = modeling.load_tokenizer(p["model"]["name"])
+        tokenizer = vocabulary.load_tokenizer(p["model"]["name"])
 
     settings = p["tokenize"]
     if settings["train_answers"] == "all":

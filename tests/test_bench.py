@@ -13,7 +13,7 @@ import torch
 from torch._dynamo.utils import counters
 from transformers import DataCollatorForSeq2Seq
 
-from stages import modeling, packing
+from stages import packing, vocabulary
 from tests.conftest import training_losses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def test_packed_batches_count_the_examples_tokens_and_flops_of_the_same_batch_pa
     rows = packing.PackedRows(sources, targets, *packing.row_lengths(sources, targets))
     assert len(rows) < len(sources)  # rows hold several examples
     packed = bench.example_lengths(packing.collate([rows[r] for r in range(len(rows))]))
-    padded = bench.example_lengths(DataCollatorForSeq2Seq(modeling.train_tokenizer(["pad"], 100))(
+    padded = bench.example_lengths(DataCollatorForSeq2Seq(vocabulary.train_tokenizer(["pad"], 100))(
         [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]))
     for counted, real in zip(packed, padded):
         assert sorted(counted[counted > 0].tolist()) == sorted(real.tolist())

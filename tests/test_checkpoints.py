@@ -13,7 +13,7 @@ import yaml
 from transformers import BartConfig, BartForConditionalGeneration, MT5Config, MT5ForConditionalGeneration, \
     T5Config, T5ForConditionalGeneration, T5Tokenizer
 
-from stages import modeling
+from stages import vocabulary
 from tests.conftest import SQUAD_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def prepared(tmp_path_factory):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path):
     checkpoint = tmp_path / architecture
-    tokenizer = modeling.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
+    tokenizer = vocabulary.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
     ARCHITECTURES[architecture](len(tokenizer)).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
 
@@ -79,7 +79,7 @@ def test_a_local_checkpoint_trains_and_answers(architecture, prepared, tmp_path)
 @pytest.mark.slow
 def test_a_source_budget_beyond_the_models_positions_is_a_param_error(prepared, tmp_path):
     checkpoint = tmp_path / "bart"
-    tokenizer = modeling.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
+    tokenizer = vocabulary.train_tokenizer(["question: Who founded Kalo? context: Kalo was founded by Ren Ta."], 200)
     ARCHITECTURES["bart"](len(tokenizer)).save_pretrained(checkpoint)  # learned positions: 1,024
     tokenizer.save_pretrained(checkpoint)
     work = tmp_path / "work"

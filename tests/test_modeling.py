@@ -6,7 +6,7 @@ from transformers import T5ForConditionalGeneration
 from transformers.integrations import sdpa_attention
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
-from stages import modeling
+from stages import modeling, vocabulary
 from stages.errors import InputError
 from tests.conftest import training_losses
 
@@ -15,19 +15,12 @@ TEXTS = ["question: When was Ada born? context: Ada was born in London in 1815."
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return modeling.train_tokenizer(TEXTS, vocab_size=100)
+    return vocabulary.train_tokenizer(TEXTS, vocab_size=100)
 
 
 SCRATCH = {"name": "scratch", "scratch": {"vocab_size": 100, "d_model": 32, "d_ff": 64, "num_layers": 1,
                                           "num_heads": 2, "feed_forward_proj": "gated-gelu",
                                           "dropout": 0.0}}
-
-
-def test_trained_tokenizer_has_t5_special_ids_and_round_trips(tokenizer):
-    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
-    ids = tokenizer("born in 1815")["input_ids"]
-    assert ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(ids, skip_special_tokens=True) == "born in 1815"
 
 
 def test_scratch_model_is_sized_by_params_and_can_generate(tokenizer):
@@ -117,13 +110,7 @@ def test_a_saved_checkpoint_folder_loads_through_model_name(tmp_path, tokenizer)
     assert (tmp_path / "model.safetensors").exists()
     model = modeling.build_model({"name": str(tmp_path)}, tokenizer)
     assert model.config.d_model == 32
-    assert len(modeling.load_tokenizer(str(tmp_path))) == len(tokenizer)
-
-
-def test_unknown_model_name_offline_fails_fast(monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    with pytest.raises(InputError, match="model.name = 'no-such/model' needs the Hugging Face Hub"):
-        modeling.load_tokenizer("no-such/model")
+    assert len(vocabulary.load_tokenizer(str(tmp_path))) == len(tokenizer)
 
 
 def test_a_checkpoint_with_pickled_weights_only_is_refused(tmp_path, tokenizer):

@@ -12,9 +12,9 @@ import datasets
 import pytest
 import torch
 import torch.nn.attention.flex_attention
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, T5Config, T5ForConditionalGeneration
+from transformers import DataCollatorForSeq2Seq, T5Config, T5ForConditionalGeneration
 
-from stages import modeling, packing, params, train
+from stages import modeling, packing, params, train, vocabulary
 from stages.errors import InputError
 
 # the CPU runs FlexAttention's reference code, which warns that it is not the fused kernel
@@ -49,7 +49,7 @@ def every_row(rows):
 
 
 def unpacked_batch(sources, targets):
-    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    tokenizer = vocabulary.train_tokenizer(["pad"], 100)
     return DataCollatorForSeq2Seq(tokenizer)([{"input_ids": s, "labels": t} for s, t in zip(sources, targets)])
 
 
@@ -150,7 +150,7 @@ def trained_losses(tmp_path, packed):
     sources, targets = examples(64)
     data = datasets.Dataset.from_dict({"input_ids": sources, "labels": targets, "attention_mask": [[1] * len(s)
                                                                                                   for s in sources]})
-    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    tokenizer = vocabulary.train_tokenizer(["pad"], 100)
     model = tiny_t5()
     if packed:
         packing.enable(model)

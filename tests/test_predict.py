@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from stages import modeling, predict
+from stages import modeling, predict, vocabulary
 from stages.errors import InputError
 
 QUESTION, CONTEXT = "When was Ada born?", "Ada was born in London in 1815."
@@ -15,7 +15,7 @@ SIZE = {"vocab_size": 60, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads
 def model_dir(tmp_path_factory):
     """A tiny model taught one answer, saved the way the train stage saves it."""
     text = f"question: {QUESTION} context: {CONTEXT}"
-    tokenizer = modeling.train_tokenizer([text] * 20, SIZE["vocab_size"])
+    tokenizer = vocabulary.train_tokenizer([text] * 20, SIZE["vocab_size"])
     model = modeling.build_model({"name": "scratch", "scratch": SIZE}, tokenizer)
     batch = tokenizer([text], return_tensors="pt")
     labels = tokenizer(text_target=["1815"], return_tensors="pt")["input_ids"]

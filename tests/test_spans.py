@@ -1,6 +1,6 @@
 import pytest
 
-from stages import metrics, modeling, spans, squad, windows
+from stages import metrics, spans, squad, vocabulary, windows
 from tests.conftest import CONTEXT, QUESTION, SQUAD_SAMPLE, window
 
 
@@ -59,7 +59,7 @@ def test_the_real_sample_s_answers_are_nearly_all_copyable(t5_tokenizer):
 
 def test_scratch_tokenizers_copy_alike():
     """The project's own BPE tokenizer goes through the same copying."""
-    tokenizer = modeling.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
+    tokenizer = vocabulary.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
     w = window(tokenizer)
     source = spans.context_tokens(w.input_ids, w.offsets)
     tokens = spans.answer_tokens(source, CONTEXT, CONTEXT.index("1830"), "1830")

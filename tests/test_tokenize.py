@@ -3,7 +3,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from stages import modeling, spans, squad, tokenize
+from stages import spans, squad, tokenize, vocabulary
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
 
@@ -14,7 +14,7 @@ CONTEXT = "Ada Lovelace was born in London in 1815. She wrote the first program.
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return modeling.train_tokenizer([squad.model_input("Where was Ada born?", CONTEXT)] * 20, vocab_size=200)
+    return vocabulary.train_tokenizer([squad.model_input("Where was Ada born?", CONTEXT)] * 20, vocab_size=200)
 
 
 def batch(answer):
@@ -41,7 +41,7 @@ def long_batch(answer):
 
 
 def test_a_long_context_becomes_overlapping_windows_and_only_the_answer_s_window_holds_it():
-    tok = modeling.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
+    tok = vocabulary.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
     whole = len(tok(squad.model_input("Where was Ada born?", LONG_CONTEXT))["input_ids"])
     out = encode(long_batch("London"), tok, max_source_length=48, max_target_length=8, stride=12)
     texts = [tok.decode(ids, skip_special_tokens=True) for ids in out["input_ids"]]
@@ -60,7 +60,7 @@ def test_a_long_context_becomes_overlapping_windows_and_only_the_answer_s_window
 
 
 def test_a_stride_that_leaves_no_room_to_advance_names_the_param():
-    tok = modeling.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
+    tok = vocabulary.train_tokenizer([squad.model_input("Where was Ada born?", LONG_CONTEXT)] * 20, vocab_size=200)
     with pytest.raises(InputError, match="tokenize.stride = 30"):
         encode(long_batch("London"), tok, max_source_length=40, max_target_length=8, stride=30)
 
@@ -87,7 +87,7 @@ def test_a_long_target_is_cut_and_counted(tokenizer):
 
 def test_answers_the_tokenizer_cannot_spell_are_counted():
     context = "Ada wrote {x} in Zürich in 1843."
-    tok = modeling.train_tokenizer([squad.model_input("What did Ada write?", "Ada wrote x in Zurich in 1843.")] * 20,
+    tok = vocabulary.train_tokenizer([squad.model_input("What did Ada write?", "Ada wrote x in Zurich in 1843.")] * 20,
                                    vocab_size=200)  # never saw "{", "}" or "ü"
     rows = {"id": ["q1", "q2", "q3"], "question": ["What?", "Where?", "When?"], "context": [context] * 3,
             "answers": [{"text": ["{x}", "x"], "answer_start": [10, 11]},  # a gold without braces survives

@@ -12,7 +12,7 @@ import transformers
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, \
     T5ForConditionalGeneration, TrainerCallback
 
-from stages import modeling, squad, tokenize, train
+from stages import modeling, squad, tokenize, train, vocabulary
 from tests.conftest import SQUAD_SAMPLE
 
 MAX_SOURCE = 24
@@ -56,7 +56,7 @@ def plain_losses(tmp_path):
 
 def fast_losses(tmp_path, **overrides):
     """stages.train's settings; batches in the same order as the plain run, so only the numerics differ."""
-    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    tokenizer = vocabulary.train_tokenizer(["pad"], 100)
     model = tiny_t5("sdpa")
     args = train.training_arguments(HP, 0, tmp_path / "fast", train_sampling_strategy="sequential",
                                     logging_steps=1, report_to="none", **overrides)
@@ -108,7 +108,7 @@ def test_an_input_longer_than_the_budget_is_a_batch_of_its_own():
 
 
 def test_the_trainer_trains_on_token_budget_batches(tmp_path):
-    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    tokenizer = vocabulary.train_tokenizer(["pad"], 100)
     model = tiny_t5("sdpa")
     args = train.training_arguments({**HP, "epochs": 2}, 0, tmp_path, report_to="none", logging_steps=1)
     trainer = train.QATrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows()),
@@ -123,7 +123,7 @@ def test_the_trainer_trains_on_token_budget_batches(tmp_path):
 
 
 def test_evaluation_keeps_the_loss_and_no_logits(tmp_path):
-    tokenizer = modeling.train_tokenizer(["pad"], 100)
+    tokenizer = vocabulary.train_tokenizer(["pad"], 100)
     model = tiny_t5("sdpa")
     args = train.training_arguments(HP, 0, tmp_path, report_to="none")
     trainer = train.QATrainer(model=model, args=args, processing_class=tokenizer,
@@ -200,7 +200,7 @@ def test_validation_questions_are_answered_each_epoch_and_the_best_epoch_is_kept
 def test_accumulated_and_multi_process_losses_are_means_not_sums(tmp_path):
     """T5's loss is its batch's mean: the Trainer must average micro-batches itself. Told the model counts
     tokens itself, it would log (and clip, and under DDP multiply by the process count) sums."""
-    tokenizer = modeling.train_tokenizer([string.ascii_letters + string.digits], 100)  # ids of rows() < 64
+    tokenizer = vocabulary.train_tokenizer([string.ascii_letters + string.digits], 100)  # ids of rows() < 64
     size = {"d_model": 32, "d_ff": 64, "num_heads": 2, "num_layers": 1, "feed_forward_proj": "relu", "dropout": 0.0}
     data = [{"input_ids": r["input_ids"], "labels": r["input_ids"][:3] + [1]} for r in rows()[:8]]  # equal targets
 

@@ -1,11 +1,11 @@
-from stages import modeling, squad, windows
+from stages import squad, vocabulary, windows
 
 CONTEXT = " ".join(f"Town {n} was founded in {1700 + n}." for n in range(30)) + " Ada was born in London."
 QUESTION = "Where was Ada born?"
 
 
 def tokenizer():
-    return modeling.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
+    return vocabulary.train_tokenizer([squad.model_input(QUESTION, CONTEXT)] * 20, vocab_size=200)
 
 
 def test_a_context_that_fits_is_one_window_holding_all_of_it():
