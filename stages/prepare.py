@@ -3,6 +3,7 @@
 Reads params data.* (and seed, for data.shuffle); writes data/prepared/<split>.jsonl and the data report metrics/data.json.
 """
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -20,13 +21,16 @@ def main():
     data = p["data"]
     shuffle_seed = p["seed"] if data["shuffle"] else None
     report = {"rows": {}, "unanswerable": {}, "dropped": {}, "dropped_because": Counter()}
-    loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed) for split in squad.SPLITS}
+    read = functools.cache(squad.read_file)  # the seed's train and validation splits are slices of one file
+    loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed, read)
+              for split in squad.SPLITS}
     squad.check_disjoint({f"data.splits.{split}": (origin, rows_range)
                           for split, (_, origin, rows_range) in loaded.items()})
     prepared = {}
     for split, (rows, origin, _) in loaded.items():
         bad, seen = {}, set()  # row index -> (id, Problem); evaluate joins predictions by id: ids must be unique
-        for i, (rid, found) in enumerate(zip(rows["id"], rows["problem"])):
+        columns = rows.select_columns(["id", "problem", "answers"]).to_dict()  # lists: a Column reads row by row
+        for i, (rid, found) in enumerate(zip(columns["id"], columns["problem"])):
             why = squad.Problem(**found) if found else squad.Problem("id", "used by an earlier record too") \
                 if rid in seen else None
             if why:
@@ -39,15 +43,16 @@ def main():
             raise InputError(f"{origin}: {where}: {why}"
                              f"{f' ({more} more invalid records in split {split})' if more else ''}; fix it, "
                              "or set data.on_invalid: drop to skip invalid records")
+        kept = [i for i in range(len(rows)) if i not in bad]
         if bad:
-            rows = rows.select([i for i in range(len(rows)) if i not in bad])
+            rows = rows.select(kept)
             report["dropped_because"].update(why.field for _, why in bad.values())
         rows = rows.remove_columns("problem")
         if len(rows) == 0:
             raise InputError(f"{origin}: split {split} ({data['splits'][split]}) has no usable records")
         prepared[split] = rows
         report["rows"][split] = len(rows)
-        report["unanswerable"][split] = sum(not answers["text"] for answers in rows["answers"])  # SQuAD v2.0
+        report["unanswerable"][split] = sum(not columns["answers"][i]["text"] for i in kept)  # SQuAD v2.0
         report["dropped"][split] = len(bad)
         print(f"{split}: {len(rows)} rows from {origin} {data['splits'][split]} "
               f"({report['unanswerable'][split]} unanswerable), {len(bad)} dropped")

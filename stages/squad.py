@@ -24,11 +24,12 @@ def model_input(question, context):
     return f"question: {question} context: {context}"
 
 
-def load_split(source, spec, shuffle_seed=None):
+def load_split(source, spec, shuffle_seed=None, read=None):
     """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, where they came from
     and which rows of it they are (begin, end).
     With a shuffle_seed the slice is taken from the split shuffled with that seed: slices of one split
-    stay disjoint, but hold a random sample instead of consecutive (for SQuAD: whole-article) rows."""
+    stay disjoint, but hold a random sample instead of consecutive (for SQuAD: whole-article) rows.
+    A local file is read with `read` (default read_file), e.g. a cached read_file for slices of one file."""
     match = SPLIT_SPEC.match(spec)
     if not match:
         raise InputError(f"split {spec!r} is not of the form name[start:stop], e.g. train[:20000]")
@@ -36,7 +37,7 @@ def load_split(source, spec, shuffle_seed=None):
     folder = hub.local_path(source, "data.source")
     if folder:
         path = split_file(folder, name)
-        rows, origin = read_file(path), str(path)
+        rows, origin = (read or read_file)(path), str(path)
     else:
         hub.require_hub(source, "data.source", "point data.source at a folder holding <split>.json files")
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import prepare
+from stages import prepare, squad
 from stages.outputs import staging_path
 from tests.conftest import squad_v1, squad_v2
 
@@ -49,6 +49,15 @@ def test_writes_flat_splits_and_a_report(project):
     assert report["rows"] == {"train": 2, "validation": 1, "test": 1}
     assert report["dropped"] == {"train": 0, "validation": 0, "test": 0}
     assert report["unanswerable"] == {"train": 0, "validation": 0, "test": 0}
+
+
+def test_each_file_is_read_once_though_two_splits_are_slices_of_it(project, monkeypatch):
+    reads = []
+    read_file = squad.read_file
+    monkeypatch.setattr(squad, "read_file", lambda path: reads.append(path.name) or read_file(path))
+    prepare.main()
+    assert sorted(reads) == ["train.json", "validation.json"]  # train and validation both slice train.json
+    assert len(read_jsonl("data/prepared/train.jsonl")) == 2 and read_jsonl("data/prepared/validation.jsonl")
 
 
 def test_squad_v2_unanswerable_questions_are_kept_and_counted(project):
@@ -112,7 +121,9 @@ def test_a_field_of_the_wrong_type_names_file_id_and_field_and_drop_drops_it(pro
     set_params(project, on_invalid="drop")
     prepare.main()
     assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
-    assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"answers": 1}
+    report = json.loads(Path("metrics/data.json").read_text())
+    assert report["dropped_because"] == {"answers": 1}
+    assert report["unanswerable"]["train"] == 0  # the dropped record's emptied answers are not counted
 
 
 def test_overlapping_train_and_validation_slices_stop_before_any_output(project, capsys):
