@@ -3,7 +3,7 @@
 Both run in one process on the same random token data (SQuAD-like lengths: sources ~185 tokens, answers ~6)
 and the same model shape. The seed's setup: fp32, eager attention, inputs padded to 512 and targets to 32,
 training batch 16 with unfused AdamW, generation in batches of 32 of padded inputs. This project's: the
-train stage's Trainer settings (stages/train.py) and the evaluate stage's generation (stages/modeling.py).
+train stage's Trainer settings (stages/train.py) and the evaluate stage's generation (stages/decoding.py).
 
     python bench/throughput.py --quick   # a small T5 on the CPU, under 2 minutes
     python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
@@ -52,7 +52,7 @@ def bundled_tokenizer(vocab_size=4000):
     """The tokenize stage's default tokenizer, trained on the bundled data, as the stages pad with it."""
     rows, _, _ = squad.load_split(ROOT / "data/raw", "train")
     return vocabulary.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
-                                    vocab_size)
+                                      vocab_size)
 
 
 def examples(n, vocab_size, rng):
@@ -267,11 +267,11 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()
-    if set(PACKED) & set(args.candidate):
+    for name in set(PACKED) & set(args.candidate):
         if not torch.cuda.is_available():
-            parser.error("--candidate pack trains on a GPU only (FlexAttention has no backward on the CPU)")
+            parser.error(f"--candidate {name} trains on a GPU only (FlexAttention has no backward on the CPU)")
         if not args.batch_tokens:
-            parser.error("--candidate pack needs --batch-tokens")
+            parser.error(f"--candidate {name} needs --batch-tokens")
     gpu = torch.cuda.is_available()
     shape = SHAPES["quick" if args.quick else "t5-small"]
     steps = args.steps or (30 if gpu else 8)

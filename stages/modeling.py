@@ -8,7 +8,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForCo
 from transformers.integrations import sdpa_attention
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
-from stages import hub, vocabulary
+from stages import hub, params
 from stages.errors import InputError
 
 
@@ -77,7 +77,7 @@ def tuned(model):
 
 def build_model(model_params, tokenizer):
     """A new T5 sized by model.scratch, or the checkpoint model.name names, to train."""
-    if vocabulary.is_scratch(model_params):
+    if params.is_scratch(model_params):
         size = model_params["scratch"]
         if size["d_model"] % size["num_heads"]:
             raise InputError(f"model.scratch.d_model ({size['d_model']}) must be divisible by "
@@ -91,7 +91,7 @@ def build_model(model_params, tokenizer):
         model = T5ForConditionalGeneration(config)
     else:
         model = hub.from_pretrained(AutoModelForSeq2SeqLM, model_params["name"], use_safetensors=True,
-                                attn_implementation="sdpa")
+                                    attn_implementation="sdpa")
     return tuned(model)
 
 

@@ -21,6 +21,11 @@ FEED_FORWARD = ("relu", "gated-gelu")  # T5 v1.0's and v1.1's feed-forward block
 REPORTERS = {"dvclive", "wandb"}  # dvclive is required: dvc.yaml's plots come from it
 
 
+def is_scratch(model_params):
+    """Whether model.name builds a new model (model.scratch), which brings no tokenizer of its own."""
+    return model_params["name"] == "scratch"
+
+
 def positive(v):
     return v > 0
 

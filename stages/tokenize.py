@@ -94,7 +94,7 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
 
 def worker_processes(rows):
     """datasets.map's num_proc for a split of this many rows: PROCESSES where each gets 1,000 rows or more,
-    else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions here).
+    else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions on the 2-core machine).
     The same bytes either way (tests/test_tokenize.py)."""
     return PROCESSES if PROCESSES > 1 and rows >= 1000 * PROCESSES else None
 
@@ -159,7 +159,7 @@ def main():
     p = params.load()
     rows = {split: datasets.load_dataset("json", data_files={split: str(PREPARED / f"{split}.jsonl")}, split=split)
             for split in squad.SPLITS}
-    if vocabulary.is_scratch(p["model"]):
+    if params.is_scratch(p["model"]):
         train = rows["train"].select_columns(["question", "context"]).to_dict()
         texts = [squad.model_input(q, c) for q, c in zip(train["question"], train["context"])]
         tokenizer = vocabulary.train_tokenizer(texts, p["model"]["scratch"]["vocab_size"])

@@ -1,7 +1,7 @@
 """The tokenizer a model reads with: its checkpoint's, or one trained here for a model built from scratch.
 
-Apart from modeling.py so that the tokenize stage does not import the model code: 1.3 s less of its
-start-up on the 2-core development machine (`import stages.tokenize`: 4.1 s before, 2.7 to 3.2 s after).
+Apart from modeling.py so that the tokenize stage does not import the model code (`import stages.tokenize`
+took 4.1 s with it, 2.7 to 3.2 s without, on the 2-core development machine).
 """
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -9,13 +9,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from stages import hub
 
-SCRATCH = "scratch"
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
-
-
-def is_scratch(model_params):
-    """Whether model.name builds a new model, which has no tokenizer of its own to load."""
-    return model_params["name"] == SCRATCH
 
 
 def train_tokenizer(texts, vocab_size):

@@ -93,7 +93,7 @@ def test_a_row_is_its_examples_end_to_end_with_decoder_inputs_shifted_per_exampl
     assert row["target_segments"].tolist() == [0, 0, 1, 1, 1, -1, -1]
     padding = rows[1]  # one past the last row: padding alone, to fill a last batch
     assert padding["source_segments"].tolist() == [-1] * 8 and padding["labels"].tolist() == [-100] * 7
-    with pytest.raises(IndexError):  # and no further: iterating the rows ends
+    with pytest.raises(IndexError):  # and no further, so iterating ends (after the padding row too)
         rows[2]
     assert len(list(rows)) == 2
 

@@ -88,7 +88,7 @@ def test_a_long_target_is_cut_and_counted(tokenizer):
 def test_answers_the_tokenizer_cannot_spell_are_counted():
     context = "Ada wrote {x} in Zürich in 1843."
     tok = vocabulary.train_tokenizer([squad.model_input("What did Ada write?", "Ada wrote x in Zurich in 1843.")] * 20,
-                                   vocab_size=200)  # never saw "{", "}" or "ü"
+                                     vocab_size=200)  # never saw "{", "}" or "ü"
     rows = {"id": ["q1", "q2", "q3"], "question": ["What?", "Where?", "When?"], "context": [context] * 3,
             "answers": [{"text": ["{x}", "x"], "answer_start": [10, 11]},  # a gold without braces survives
                         {"text": ["Zürich"], "answer_start": [17]},

@@ -9,8 +9,8 @@ from stages.errors import InputError
 
 
 def test_trained_tokenizer_has_t5_special_ids_and_round_trips():
-    tokenizer = vocabulary.train_tokenizer(["question: When was Ada born? context: Ada was born in London in 1815."] * 50,
-                                           vocab_size=100)
+    texts = ["question: When was Ada born? context: Ada was born in London in 1815."] * 50
+    tokenizer = vocabulary.train_tokenizer(texts, vocab_size=100)
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
     ids = tokenizer("born in 1815")["input_ids"]
     assert ids[-1] == tokenizer.eos_token_id
@@ -24,7 +24,7 @@ def test_unknown_model_name_offline_fails_fast(monkeypatch):
 
 
 def test_the_tokenize_stage_does_not_import_the_model_code():
-    """The model code (T5's modules, torch._dynamo through them) would add 1.3 s to its start-up."""
+    """Its start-up: the model code imports T5's modules and torch._dynamo through them (stages/vocabulary.py)."""
     loaded = subprocess.run([sys.executable, "-c", "import sys, stages.tokenize; print(sorted(sys.modules))"],
                             cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=True).stdout
     assert "stages.tokenize" in loaded and "stages.modeling" not in loaded and "modeling_t5" not in loaded
