@@ -263,7 +263,8 @@ def main():
     parser.add_argument("--generate", type=int, help="questions to answer per side")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--candidate", choices=CANDIDATES, action="append", default=[],
-                        help="also train with this change not in the stages' defaults yet (bench/README.md); repeatable")
+                        help="also train with this change not in the stages' defaults yet (bench/README.md); "
+                             "repeatable")
     parser.add_argument("--profile", action="store_true",
                         help="print this project's top operations (its timings then include the profiler's cost)")
     args = parser.parse_args()

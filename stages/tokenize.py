@@ -94,8 +94,8 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
 
 def worker_processes(rows):
     """datasets.map's num_proc for a split of this many rows: PROCESSES where each gets 1,000 rows or more,
-    else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions on the 2-core machine).
-    The same bytes either way (tests/test_tokenize.py)."""
+    else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions on the
+    2-core machine). The same bytes either way (tests/test_tokenize.py)."""
     return PROCESSES if PROCESSES > 1 and rows >= 1000 * PROCESSES else None
 
 
