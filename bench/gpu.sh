@@ -12,17 +12,18 @@
 #         rows, which on the bundled data are 1,408 tokens of ~27 examples, so 2 rows, ~53 examples and
 #         more steps than unpacked (the train stage prints the rows). After `repro`, `repro-packed`
 #         re-runs train and evaluate only;
-#  evaluate: after a repro, the evaluate stage's imports timed, then the stage profiled (where its seconds go).
+#  evaluate: after a repro, the evaluate stage's imports timed, then the stage profiled (where its seconds go);
+#         run before `repro-packed`, which deletes the model if its train stage fails.
 # Run it from the root of a scratch copy of the repository: repro rewrites params.yaml and the outputs.
-#   bash bench/gpu.sh ["check repro repro-packed evaluate bench" or some of them] [scratch folder]
-# All of it outlasts one 10-minute device call: call it twice, "check repro repro-packed evaluate" (the
+#   bash bench/gpu.sh ["check repro evaluate repro-packed bench" or some of them] [scratch folder]
+# All of it outlasts one 10-minute device call: call it twice, "check repro evaluate repro-packed" (the
 # parts that share the scratch copy's outputs), then "bench".
 # Without a package index there, carry the wheels of bench/gpu_wheels.py and first run
 #   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 # (`python -m`: the image's own pip belongs to another Python than the one with PyTorch and its packages)
 set -euo pipefail
 export PYTHONUNBUFFERED=1  # a run cut off at the call's limit keeps what it printed
-parts=${1:-check repro repro-packed evaluate bench}
+parts=${1:-check repro evaluate repro-packed bench}
 work=${2:-/tmp/seed_sized}
 best=(--batch-size 1024 --batch-tokens 131072 --eval-batch-size 1024)  # 38 GiB peak on an H100
 throughput() { python bench/throughput.py "$@" || echo "bench/throughput.py $* failed with status $?"; }
