@@ -10,7 +10,7 @@ from pathlib import Path
 
 import datasets
 
-from stages import decoding, metrics, modeling, params, tracking
+from stages import decoding, metrics, modeling, params, squad, tracking
 from stages.errors import cli
 from stages.outputs import staged, write_json, write_jsonl
 
@@ -72,7 +72,7 @@ def main():
     model, tokenizer = modeling.load_trained(MODEL)
     # as plain lists, read once: a Dataset's columns are read row by row each time
     test = datasets.load_from_disk(str(TEST_INPUTS)).select_columns(["id", "input_ids", "offsets"]).to_dict()
-    questions = datasets.load_dataset("json", data_files={"test": str(TEST_ROWS)}, split="test").to_list()
+    questions = squad.read_prepared(TEST_ROWS).to_list()
 
     contexts = {row["id"]: row["context"] for row in questions}
     chosen = decoding.answer(model, tokenizer, test["id"], list(zip(test["input_ids"], test["offsets"])),

@@ -2,21 +2,50 @@
 
 Exact match and F1 follow the official SQuAD evaluation scripts: v1.1, and v2.0 for questions
 without a gold answer (unanswerable: only the empty answer is right), with v2.0's has-answer /
-no-answer split. ROUGE comes from rouge_score, which does its own tokenisation, so it sees the raw
-strings. Every score is on a 0-100 scale.
+no-answer split. ROUGE comes from rouge_score, on the raw strings, tokenized for any script
+(AnyScriptTokenizer). Every score is on a 0-100 scale.
 """
 
 import re
 import string
+import unicodedata
 from collections import Counter
 
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenize, tokenizers
 
 METRICS = ("exact_match", "f1", "precision", "recall", "rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
+# scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, Bopomofo, CJK ideographs
+UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u312f\u31f0-\u31ff\u3400-\u4dbf"
+                      "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
+
+
+class AnyScriptTokenizer(tokenizers.Tokenizer):
+    """rouge_score's own tokenizer on ASCII text, its rule for every script on other text. rouge_score keeps
+    [a-z0-9] only, so an exactly right "Москва" or "東京" scored 0. Here letters, digits and combining marks
+    of any script make words and anything else separates them, lowercased as rouge_score does; in scripts
+    written without spaces each character is a word (with its marks), as multilingual ROUGE scores CJK
+    (XL-Sum, Hasan et al., 2021)."""
+
+    def tokenize(self, text):
+        if text.isascii():
+            return tokenize.tokenize(text, None)
+        words, unspaced = [""], False  # unspaced: the word being built is one character of such a script
+        for ch in text.lower():
+            kind = unicodedata.category(ch)[0]
+            if kind not in "LNM":
+                words.append("")
+            elif kind != "M" and (unspaced or UNSPACED.match(ch)):
+                words.append(ch)
+            else:
+                words[-1] += ch
+            unspaced = kind in "LN" and bool(UNSPACED.match(ch)) or kind == "M" and unspaced
+        return [word for word in words if word]
+
+
 # building a scorer is not free, so make one and reuse it
-_rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+_rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=AnyScriptTokenizer())
 
 _PUNCTUATION = set(string.punctuation)
 

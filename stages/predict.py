@@ -9,20 +9,22 @@ are kept) and writes each back with an `answer` added, in the same order.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from stages import decoding, modeling, params
+from stages import decoding, modeling, params, windows
 from stages.errors import InputError, cli
 
 MODEL = Path("models")
 
 
 def read_questions(path):
+    """The questions of a JSON-lines file, as {line number: row}."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    rows = []
+    rows = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -33,7 +35,7 @@ def read_questions(path):
         for field in ("question", "context"):
             if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
                 raise InputError(f"{path}, line {n}: field {field!r} must be a non-empty string")
-        rows.append(row)
+        rows[n] = row
     if not rows:
         raise InputError(f"{path}: no questions in it")
     return rows
@@ -52,16 +54,18 @@ def main(argv=None):
     if not args.file and not (args.question and args.context):
         parser.error("--question and --context go together")
 
-    rows = read_questions(args.file) if args.file else [{"question": args.question, "context": args.context}]
+    rows = read_questions(args.file) if args.file else {0: {"question": args.question, "context": args.context}}
     p = params.load()
     model, tokenizer = modeling.load_trained(args.model)
-    answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows],
-                                       [row["context"] for row in rows], p["tokenize"], p["evaluate"])
-    if args.file:
-        for row, text in zip(rows, answers):
-            print(json.dumps({**row, "answer": text}, ensure_ascii=False))
-    else:
-        print(answers[0])
+    answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows.values()],
+                                       [row["context"] for row in rows.values()], p["tokenize"], p["evaluate"])
+    for n, text in zip(rows, answers):
+        if text is None:
+            raise InputError(f"{f'{args.file}, line {n}' if args.file else '--question'}: "
+                             f"{windows.too_long(p['tokenize']['max_source_length'])} in params.yaml")
+    sys.stdout.reconfigure(encoding="utf-8")  # answers in any script, whatever the locale
+    for row, text in zip(rows.values(), answers):
+        print(json.dumps({**row, "answer": text}, ensure_ascii=False) if args.file else text)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,13 @@ def load_split(source, spec, shuffle_seed=None, read=None):
     return rows.select(range(begin, end)), origin, (begin, end)
 
 
+def read_prepared(path):
+    """A split the prepare stage wrote (data/prepared/<split>.jsonl) in SQuAD's declared types, never
+    inferred: a split whose answers all look like dates would otherwise load them as timestamps."""
+    return datasets.load_dataset("json", data_files={Path(path).stem: str(path)}, split=Path(path).stem,
+                                 features=PREPARED_FEATURES)
+
+
 def check_disjoint(slices):
     """slices: {param name: (origin, (begin, end))}. Two slices of one split must not share rows: a
     validation or test question seen in training would make its metrics meaningless. (With data.shuffle
@@ -98,6 +105,7 @@ FEATURES = datasets.Features({
     "answers": {"text": datasets.List(datasets.Value("string")), "answer_start": datasets.List(datasets.Value("int64"))},
     "problem": {"field": datasets.Value("string"), "reason": datasets.Value("string")},  # null: a usable record
 })
+PREPARED_FEATURES = datasets.Features({name: kind for name, kind in FEATURES.items() if name != "problem"})
 CHUNK = 10_000  # records turned into Arrow at a time: memory stays bounded for a large file
 
 

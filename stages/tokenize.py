@@ -36,17 +36,18 @@ REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer
             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"]  # encode's columns for the report
 
 
-def encode(batch, tokenizer, max_source_length, max_target_length, stride):
+def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_too_long=False):
     """One row per window of each question's input (windows.split; a context that fits is one window),
     with the context characters each input token covers (offsets: evaluation copies answers by them)
     and the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer"):
-    the window's own tokens of that answer where they cover it (spans.answer_tokens), else the
-    answer tokenized alone. holds_answer tells whether the window holds that answer; the other columns count per
-    question, on its first window: what truncation cut, which gold answers no span of the context's
+    the window's own tokens of that answer at its place where they cover it (spans.answer_span), else
+    the answer tokenized alone. holds_answer tells whether the window holds that answer; the other columns
+    count per question, on its first window: what truncation cut, which gold answers no span of the context's
     tokens covers (extractive decoding cannot answer them) and which the tokenizer cannot spell
-    (decoding their tokens does not give them back: free generation cannot answer them)."""
+    (decoding their tokens does not give them back: free generation cannot answer them). A question
+    too long to leave its context room is an InputError, or has no row with drop_too_long."""
     per_question = windows.split(tokenizer, batch["question"], batch["context"], max_source_length, stride)
-    head, tail = target_specials(tokenizer)
+    head, tail = spans.target_specials(tokenizer)
     room = max_target_length - len(head) - len(tail)
     out = {key: [] for key in ["input_ids", "attention_mask", "offsets", "labels", *REPORTED]}
     per_question_golds = [list(zip(answers["text"], answers["answer_start"])) or [("", None)]
@@ -55,14 +56,15 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
                      add_special_tokens=False)["input_ids"]  # one call for the batch, not one per question
     ends = list(accumulate(map(len, per_question_golds)))
     for i, (question_windows, golds) in enumerate(zip(per_question, per_question_golds)):
+        if not question_windows and not drop_too_long:
+            raise InputError(f"id {batch['id'][i]!r}: question: {windows.too_long(max_source_length)}, "
+                             "or set data.on_invalid: drop to skip such questions")
         context = batch["context"][i]
         alone = flat[ends[i] - len(golds):ends[i]]
         sources = [spans.context_tokens(w.input_ids, w.offsets) for w in question_windows]
-        # per window, each gold's tokens in it (None: not covered), and whether copying them gives it back
-        covering = [[spans.answer_tokens(source, context, start, text) if start is not None else []
-                     for text, start in golds] for source in sources]
-        copied = [[tokens is not None and metrics.exact_match(spans.copied_text(tokens, source, context), text)
-                   for tokens, (text, _) in zip(window_tokens, golds)] for window_tokens, source in zip(covering, sources)]
+        # per window, each gold's tokens in it ([]: no answer; None: no span of them copies it)
+        covering = [[gold_tokens(source, context, start, text) for text, start in golds] for source in sources]
+        copied = [[tokens is not None for tokens in window_tokens] for window_tokens in covering]
         # what the model learns to write for each gold: its tokens in the first window covering it
         written = [next((c[g] for c in covering if c[g] is not None), alone[g]) for g in range(len(golds))]
         spelled_back = [metrics.exact_match(spelled, text) for spelled, (text, _) in
@@ -92,19 +94,19 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride):
     return out
 
 
+def gold_tokens(source, context, start, text):
+    """A gold answer's tokens in one window: [] for no answer (start None), None where no span copies it."""
+    if start is None:
+        return []
+    span = spans.answer_span(source, context, start, text)
+    return None if span is None else source[0][span[0]:span[0] + span[1]].tolist()
+
+
 def worker_processes(rows):
     """datasets.map's num_proc for a split of this many rows: PROCESSES where each gets 1,000 rows or more,
     else None, for this process (num_proc=1 would start a pool of one: 2.4 s more on 30k questions on the
     2-core machine). The same bytes either way (tests/test_tokenize.py)."""
     return PROCESSES if PROCESSES > 1 and rows >= 1000 * PROCESSES else None
-
-
-def target_specials(tokenizer):
-    """The special tokens a target gets before and after its text (T5: none and </s>; BART: <s> and </s>)."""
-    text = tokenizer(text_target="a", add_special_tokens=False)["input_ids"]
-    full = tokenizer(text_target="a")["input_ids"]
-    at = next(i for i in range(len(full)) if full[i:i + len(text)] == text)
-    return full[:at], full[at + len(text):]
 
 
 def training_windows(encoded, no_answer_share, no_answer_labels, seed):
@@ -157,8 +159,7 @@ def check_source_length(model_name, max_source_length):
 @cli
 def main():
     p = params.load()
-    rows = {split: datasets.load_dataset("json", data_files={split: str(PREPARED / f"{split}.jsonl")}, split=split)
-            for split in squad.SPLITS}
+    rows = {split: squad.read_prepared(PREPARED / f"{split}.jsonl") for split in squad.SPLITS}
     if params.is_scratch(p["model"]):
         train = rows["train"].select_columns(["question", "context"]).to_dict()
         texts = [squad.model_input(q, c) for q, c in zip(train["question"], train["context"])]
@@ -174,14 +175,21 @@ def main():
     no_answer_labels = tokenizer(text_target="")["input_ids"]
     report = {}
     encoded = datasets.DatasetDict()
+    drop_too_long = p["data"]["on_invalid"] == "drop"
     for split, split_rows in rows.items():
-        key = fingerprint(PREPARED / f"{split}.jsonl", tokenizer, settings)
-        enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
-                             fn_kwargs={"tokenizer": tokenizer, **limits}, desc=f"tokenizing {split}",
-                             num_proc=worker_processes(len(split_rows)),
-                             new_fingerprint=key, load_from_cache_file=False)
+        path = PREPARED / f"{split}.jsonl"
+        try:
+            enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
+                                 fn_kwargs={"tokenizer": tokenizer, **limits, "drop_too_long": drop_too_long},
+                                 desc=f"tokenizing {split}", num_proc=worker_processes(len(split_rows)),
+                                 new_fingerprint=fingerprint(path, tokenizer, [settings, drop_too_long]),
+                                 load_from_cache_file=False)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        asked = len(set(split_rows["id"]))  # train_answers: all repeats a question once per answer
+        if not len(enc):
+            raise InputError(f"{path}: all {asked} questions dropped: each {windows.too_long(limits['max_source_length'])}")
         counts = enc.select_columns(REPORTED).to_dict()  # as lists: a Dataset's columns are read row by row
-        questions = len(set(counts["id"]))  # train_answers: all repeats a question once per answer
         ceilings = {"extractive": {}, "generation": {}}  # question -> can some gold be matched exactly
         for qid, window, copyable, spellable in zip(counts["id"], counts["window"], counts["copyable"],
                                                     counts["spellable"]):
@@ -189,7 +197,8 @@ def main():
                 ceilings["extractive"][qid] = ceilings["extractive"].get(qid, False) or copyable
                 ceilings["generation"][qid] = ceilings["generation"].get(qid, False) or spellable
         report[split] = {
-            "questions": questions,
+            "questions": asked,
+            "questions_too_long": asked - len(set(counts["id"])),  # dropped (data.on_invalid: drop)
             "source_tokens_mean": round(sum(counts["source_tokens"]) / len(enc), 1),
             "windowed": sum(counts["windowed"]),  # contexts longer than the source budget
             "windows": len(enc),
@@ -197,12 +206,17 @@ def main():
             "targets_truncated": sum(counts["target_truncated"]),
             "gold_answers_not_copyable": sum(counts["golds_not_copyable"]),
             "gold_answers_not_spelled": sum(counts["golds_not_spelled"]),
-            **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / questions, 2)
+            **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / asked, 2)
                for mode, reached in ceilings.items()},
         }
         if split != "test":  # the test split keeps every window and its offsets: evaluation answers each
             share = settings["no_answer_windows"] if split == "train" else 0.0
             enc = training_windows(enc, share, no_answer_labels, p["seed"]).remove_columns("offsets")
+            if not len(enc):
+                raise InputError(
+                    f"{path}: no {split} example: the answers of all {asked} questions lie across the windows' "
+                    f"edges, in no window of tokenize.max_source_length = {limits['max_source_length']} tokens "
+                    f"sharing tokenize.stride = {limits['stride']}: raise either")
         report[split]["examples"] = len(enc)
         encoded[split] = enc.remove_columns([c for c in REPORTED if c not in ("id", "window")])
         print(f"{split}: {report[split]}")

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, 
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stages import decoding, metrics, modeling, packing, params, tracking
+from stages import decoding, metrics, modeling, packing, params, squad, tracking
 from stages.errors import InputError, cli
 from stages.outputs import remove, staged, staging_path
 
@@ -116,7 +116,7 @@ class ValidationQuestions:
     Decoding settings come from the training's own params, so trying evaluate.* does not retrain."""
 
     def __init__(self, path, count, tokenize_params, evaluate_params):
-        rows = datasets.load_dataset("json", data_files={"validation": str(path)}, split="validation")
+        rows = squad.read_prepared(path)
         self.rows = rows.select(range(0, len(rows), max(1, len(rows) // count))[:count])
         self.tokenize_params, self.evaluate_params = tokenize_params, evaluate_params
 
@@ -124,7 +124,7 @@ class ValidationQuestions:
         answers = decoding.answer_questions(model, tokenizer, self.rows["question"], self.rows["context"],
                                             self.tokenize_params, self.evaluate_params)
         summary, _ = metrics.score({row["id"]: row["answers"]["text"] for row in self.rows},
-                                   dict(zip(self.rows["id"], answers)))
+                                   {qid: text for qid, text in zip(self.rows["id"], answers) if text is not None})
         return {name: summary[name] for name in VALIDATION_METRICS}
 
 

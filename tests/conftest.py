@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import pytest
-import sentencepiece
 import torch
 from transformers import T5Tokenizer
 
@@ -25,35 +24,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end to end through dvc or subprocesses (make test-slow; CI runs both tiers)")
 
 
-def squad_sample_texts():
-    """Every context and question of the real SQuAD sample."""
-    texts = []
-    for split in ("train", "validation"):
-        for article in json.loads((SQUAD_SAMPLE / f"{split}.json").read_text())["data"]:
-            for paragraph in article["paragraphs"]:
-                texts += [paragraph["context"]] + [qa["question"] for qa in paragraph["qas"]]
-    return texts
+T5_SMALL_TOKENIZER = Path(__file__).parent / "data" / "t5-small-tokenizer"  # t5-small's spiece.model (Apache-2.0)
+T5_SMALL_VOCAB = 32_128  # t5-small's embedding rows: 28 more than its tokenizer's 32,100 ids
 
 
 @pytest.fixture(scope="session")
-def t5_tokenizer_dir(tmp_path_factory):
-    """A tokenizer made as t5-small's was: a SentencePiece Unigram model (nmt_nfkc normalization, no byte
-    fallback, pad 0 / eos 1 / unk 2, no bos) in a folder whose config.json says t5, loaded by
-    T5Tokenizer with 100 <extra_id_*> tokens, here trained on the real SQuAD sample, and saved as the
-    Hub's t5-small folder holds it."""
-    folder = tmp_path_factory.mktemp("t5-tokenizer")
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(squad_sample_texts()), model_prefix=str(folder / "spiece"), vocab_size=2000,
-        model_type="unigram", normalization_rule_name="nmt_nfkc", byte_fallback=False,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    T5Tokenizer.from_pretrained(folder, extra_ids=100).save_pretrained(folder)
-    return folder
+def t5_tokenizer_dir():
+    """t5-small's own tokenizer folder, as the Hub's holds it: T5Tokenizer adds the 100 <extra_id_*> tokens."""
+    return T5_SMALL_TOKENIZER
 
 
 @pytest.fixture(scope="session")
-def t5_tokenizer(t5_tokenizer_dir):
-    return T5Tokenizer.from_pretrained(t5_tokenizer_dir, extra_ids=100)
+def t5_tokenizer():
+    return T5Tokenizer.from_pretrained(T5_SMALL_TOKENIZER)
 
 
 def squad_v1(*paragraphs):

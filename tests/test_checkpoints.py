@@ -101,7 +101,7 @@ def test_real_squad_with_t5_small_s_kind_of_tokenizer_answers_with_spans_of_the_
     """Real SQuAD text (unicode names, long contexts read as windows) through every stage and predict,
     with a T5Tokenizer over a SentencePiece Unigram model as t5-small has."""
     checkpoint = tmp_path / "t5"
-    tokenizer = T5Tokenizer.from_pretrained(t5_tokenizer_dir, extra_ids=100)  # as from_pretrained("t5-small")
+    tokenizer = T5Tokenizer.from_pretrained(t5_tokenizer_dir)  # as from_pretrained("t5-small") loads it
     model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), feed_forward_proj="relu", **TINY, **SPECIAL))
     model.generation_config.min_new_tokens = 2  # untrained, it would say </s> at once: make it answer
     model.save_pretrained(checkpoint)

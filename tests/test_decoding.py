@@ -1,10 +1,11 @@
 import json
 
+import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from stages import decoding, spans, windows
-from tests.conftest import CONTEXT, QUESTION, SQUAD_SAMPLE, window
+from tests.conftest import CONTEXT, QUESTION, SQUAD_SAMPLE, T5_SMALL_VOCAB, window
 
 SPECIAL = [0, 1, 2]  # pad (T5's decoder start), </s>, <unk>
 
@@ -33,9 +34,10 @@ def test_the_decoder_start_tokens_are_left_alone():
 
 
 def tiny_t5(tokenizer):
+    """t5-small's 32,128-row embedding, tied as t5-small's, on a tiny body."""
     torch.manual_seed(0)
     return T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, dropout_rate=0.0,
+        vocab_size=T5_SMALL_VOCAB, d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, dropout_rate=0.0,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
 
 
@@ -45,6 +47,8 @@ def force(model, preferences):
     step = [0]
 
     def hook(module, args, kwargs, output):  # with the KV cache each call gets the newest token alone
+        if "decoder_input_ids" not in kwargs:  # a forward with labels, not generation
+            return output
         step[0] = 0 if kwargs["decoder_input_ids"].tolist() == [[0]] * len(output.logits) else step[0] + 1
         k = step[0]
         logits = torch.full_like(output.logits[:, -1], -100.0)
@@ -56,15 +60,55 @@ def force(model, preferences):
     return model
 
 
+def gold_tokens(tokenizer, w, context, answer, at=None):
+    source = spans.context_tokens(w.input_ids, w.offsets)
+    first, count = spans.answer_span(source, context, context.index(answer) if at is None else at, answer)
+    return source[0][first:first + count].tolist()
+
+
 def test_a_model_that_picks_the_span_gets_the_context_s_characters(t5_tokenizer):
     w = window(t5_tokenizer)
-    tokens = spans.answer_tokens(spans.context_tokens(w.input_ids, w.offsets), CONTEXT, CONTEXT.index("Łódź"),
-                                    "Łódź")
+    tokens = gold_tokens(t5_tokenizer, w, CONTEXT, "Łódź")
     model = force(tiny_t5(t5_tokenizer), [[token] for token in tokens])
     extractive, _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, True)
     free, _ = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, False)
     assert extractive == ["Łódź"]
     assert free == [t5_tokenizer.decode(tokens, skip_special_tokens=True)] != ["Łódź"]
+
+
+def attend(model, positions):
+    """Make every decoder layer's cross-attention, when it is computed (eager attention), weigh only these
+    input positions: a model that reads its answer there."""
+    def hook(module, args, output):
+        if output[2] is not None:
+            output[2].zero_()[..., positions] = 1 / len(positions)
+    for block in model.decoder.block:
+        block.layer[1].register_forward_hook(hook)
+    return model
+
+
+@pytest.mark.parametrize("asked", [0, 1])
+def test_an_answer_whose_tokens_stand_twice_is_the_place_the_decoder_read(t5_tokenizer, asked):
+    """"東京" and "大阪" are both "▁ <unk>" to t5-small: the answer is the name whose tokens the decoder's
+    cross-attention weighed while it wrote them, not the first look-alike."""
+    context = "Ala went to 東京 and Ola went to 大阪 by train."
+    names = ["東京", "大阪"]
+    w = window(t5_tokenizer, context, "Where did Ola go?")
+    tokens = gold_tokens(t5_tokenizer, w, context, names[asked])
+    inputs = [i for i, (a, _) in enumerate(w.offsets) if a == context.index(names[asked])]
+    model = attend(force(tiny_t5(t5_tokenizer), [[token] for token in tokens]), inputs)
+    [answer], [ids] = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [context], 1, 8, True)
+    assert ids == tokens and answer == names[asked]
+    assert model.config._attn_implementation == "sdpa"  # eager only to read the weights
+
+
+def test_free_generation_never_writes_ids_past_the_tokenizer_s_last(t5_tokenizer):
+    """t5-small's embedding has 28 rows more than its tokenizer has ids; an untrained model may prefer them."""
+    w = window(t5_tokenizer)
+    london = t5_tokenizer("London", add_special_tokens=False)["input_ids"]
+    model = force(tiny_t5(t5_tokenizer), [[T5_SMALL_VOCAB - 1, london[0]]] + [[token] for token in london[1:]])
+    [text], [ids] = decoding.generate(model, t5_tokenizer, [(w.input_ids, w.offsets)], [CONTEXT], 1, 8, False)
+    assert ids == london and text == "London"
 
 
 def test_no_answer_comes_from_the_question_or_the_prompt_words(t5_tokenizer):

@@ -1,7 +1,12 @@
 import pytest
+from rouge_score import rouge_scorer
+from rouge_score import tokenize as rouge_tokenize
 
+from stages import squad
 from stages.metrics import (
     METRICS,
+    ROUGE_TYPES,
+    AnyScriptTokenizer,
     aggregate,
     exact_match,
     f1_precision_recall,
@@ -9,6 +14,7 @@ from stages.metrics import (
     score,
     score_question,
 )
+from tests.conftest import SQUAD_SAMPLE
 
 
 def test_normalize_answer():
@@ -151,3 +157,32 @@ def test_score_all_present():
     result, _ = score({"q1": ["Paris"]}, {"q1": "London"})
     assert result["missing_predictions"] == 0
     assert result["exact_match"] == 0.0
+
+
+@pytest.mark.parametrize("answer", ["Москва", "東京", "Αθήνα", "Łódź", "القاهرة", "हिन्दी", "서울", "กรุงเทพ",
+                                    "Душанбе", "Rio de Janeiro", "Nizhny Novgorod Нижний Новгород", "北京 大学"])
+def test_an_exactly_right_answer_scores_100_in_any_script(answer):
+    s = score_question(answer, [answer])
+    assert s["exact_match"] == s["f1"] == s["rouge1"] == s["rougeL"] == s["rougeLsum"] == 100.0
+    assert s["rouge2"] == (100.0 if len(AnyScriptTokenizer().tokenize(answer)) > 1 else 0.0)  # bigrams: 2+ words
+
+
+def test_scripts_without_spaces_count_characters_as_rouge_words():
+    tokenizer = AnyScriptTokenizer()
+    assert tokenizer.tokenize("東京都") == ["東", "京", "都"]
+    assert tokenizer.tokenize("Tokyo東京, Ōsaka!") == ["tokyo", "東", "京", "ōsaka"]
+    assert tokenizer.tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # combining marks stay in their word
+    assert score_question("東京都", ["東京"])["rouge1"] == pytest.approx(80.0)  # 2 of 3 and 2 of 2 characters
+
+
+def test_on_ascii_text_rouge_is_rouge_score_s_own():
+    """Every pair of the real sample's ASCII answers scores as rouge_score's default tokenizer scores it."""
+    plain = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    answers = sorted({row["answers"]["text"][0] for split in ("train", "validation")
+                      for row in squad.read_file(SQUAD_SAMPLE / f"{split}.json")})
+    ascii_answers = [a for a in answers if a.isascii()]
+    assert len(ascii_answers) > 700 and len(ascii_answers) < len(answers)  # the sample has others too
+    for prediction, gold in zip(ascii_answers, ascii_answers[1:] + ascii_answers[:1]):
+        assert AnyScriptTokenizer().tokenize(gold) == rouge_tokenize.tokenize(gold, None)
+        ours, theirs = score_question(prediction, [gold]), plain.score(gold, prediction)
+        assert [ours[name] for name in ROUGE_TYPES] == [100 * theirs[name].fmeasure for name in ROUGE_TYPES]
