@@ -13,7 +13,7 @@ import re
 import sys
 
 from stages import squad
-from stages.errors import cli
+from stages.errors import InputError, cli
 
 SPAN_OF_TYPE = [
     (r"\b(when|what year|which year)\b", r"\b\d{4}\b"),
@@ -38,6 +38,10 @@ def main(argv=None):
     parser.add_argument("dataset", help="SQuAD v1.1 JSON, or flat .jsonl / .parquet")
     args = parser.parse_args(argv)
     rows = squad.read_file(args.dataset)
+    for n, row in enumerate(rows, 1):
+        if row["problem"] and row["problem"]["field"] in ("id", "context", "question"):  # what answering needs
+            raise InputError(f"{args.dataset}: {squad.record_name(row['id'], n)}: "
+                             f"{squad.Problem(**row['problem'])}; fix it to answer the question")
     json.dump({row["id"]: answer(row["question"], row["context"]) for row in rows}, sys.stdout, indent=1)
     print()
 

@@ -12,13 +12,14 @@ class InputError(Exception):
 
 
 def cli(main):
-    """Run a stage's main(); an InputError becomes `error: ...` on stderr and exit 1, Ctrl-C or SIGTERM
+    """Run a stage's main() with UTF-8 output; an InputError becomes `error: ...` on stderr and exit 1, Ctrl-C or SIGTERM
     (a pre-empted machine) one line `interrupted: ...` and exit 130, neither with a traceback. A stage
     says what an interruption left by raising KeyboardInterrupt with that as its message."""
 
     @functools.wraps(main)
     def run(*args, **kwargs):
         signal.signal(signal.SIGTERM, stop)
+        sys.stdout.reconfigure(encoding="utf-8")  # answers and ids in any script, whatever the locale
         try:
             return main(*args, **kwargs)
         except InputError as e:

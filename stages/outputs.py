@@ -1,4 +1,4 @@
-"""Write outputs so that a failed or killed stage leaves the old complete output or none."""
+"""Write outputs so that a failed or killed stage leaves the old complete output or none; in UTF-8 whatever the locale."""
 
 import json
 import os
@@ -37,11 +37,11 @@ def remove(path):
 
 def write_json(path, obj):
     with staged(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_jsonl(path, rows):
     with staged(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -85,7 +85,7 @@ def load(path=PARAMS_FILE):
     """Return params.yaml as nested dicts, with every SCHEMA entry checked and typed."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: not found; run from the repository root") from None
     except yaml.YAMLError as e:

@@ -9,7 +9,6 @@ are kept) and writes each back with an `answer` added, in the same order.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from stages import decoding, modeling, params, windows
@@ -63,7 +62,6 @@ def main(argv=None):
         if text is None:
             raise InputError(f"{f'{args.file}, line {n}' if args.file else '--question'}: "
                              f"{windows.too_long(p['tokenize']['max_source_length'])} in params.yaml")
-    sys.stdout.reconfigure(encoding="utf-8")  # answers in any script, whatever the locale
     for row, text in zip(rows.values(), answers):
         print(json.dumps({**row, "answer": text}, ensure_ascii=False) if args.file else text)
 

@@ -39,7 +39,7 @@ def main():
                 seen.add(rid)
         if bad and data["on_invalid"] == "error":
             (i, (rid, why)), more = next(iter(bad.items())), len(bad) - 1
-            where = f"id {rid!r}" if rid else f"record {i + 1} of {data['splits'][split]}"
+            where = squad.record_name(rid, f"{i + 1} of {data['splits'][split]}")
             raise InputError(f"{origin}: {where}: {why}"
                              f"{f' ({more} more invalid records in split {split})' if more else ''}; fix it, "
                              "or set data.on_invalid: drop to skip invalid records")

@@ -18,7 +18,7 @@ from stages.errors import InputError, cli
 
 def read_predictions(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             predictions = json.load(f)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
@@ -37,10 +37,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = squad.read_file(args.dataset)
     golds = {}
-    for row in rows:
-        # like the official script, score against answer texts; only a bad id or answer text is fatal
-        if row["problem"] and row["problem"]["field"] in ("id", "answers", "answers.text"):
-            raise InputError(f"{args.dataset}: id {row['id']!r}: {squad.Problem(**row['problem'])}")
+    for n, row in enumerate(rows, 1):
+        # like the official script, score against ids and answer texts alone (no answer_start needed)
+        if row["id"] is None or row["answers"] is None:
+            raise InputError(f"{args.dataset}: {squad.record_name(row['id'], n)}: "
+                             f"{squad.Problem(**row['problem'])}; scoring needs each question's id and answer texts")
         golds[row["id"]] = row["answers"]["text"]
     summary, _ = metrics.score(golds, read_predictions(args.predictions))
     json.dump(summary, sys.stdout, indent=2)

@@ -55,8 +55,8 @@ def load_split(source, spec, shuffle_seed=None, read=None):
 def read_prepared(path):
     """A split the prepare stage wrote (data/prepared/<split>.jsonl) in SQuAD's declared types, never
     inferred: a split whose answers all look like dates would otherwise load them as timestamps."""
-    return datasets.load_dataset("json", data_files={Path(path).stem: str(path)}, split=Path(path).stem,
-                                 features=PREPARED_FEATURES)
+    with open(path, encoding="utf-8") as f:  # not datasets' JSON reader: it infers types, then casts
+        return datasets.Dataset.from_list([json.loads(line) for line in f], features=PREPARED_FEATURES)
 
 
 def check_disjoint(slices):
@@ -141,8 +141,11 @@ def read_file(path):
         if len(chunk) == CHUNK:
             parts.append(datasets.Dataset.from_list(chunk, features=FEATURES))
             chunk = []
-    if chunk or not parts:
+    if chunk:
         parts.append(datasets.Dataset.from_list(chunk, features=FEATURES))
+    if not parts:
+        raise InputError(f"{path}: no questions in it (no paragraph has qas); expected SQuAD v1.1 / v2.0 JSON, "
+                         "{\"data\": [{\"title\", \"paragraphs\": [{\"context\", \"qas\": [...]}]}]}")
     return datasets.concatenate_datasets(parts)
 
 
@@ -197,8 +200,10 @@ def flatten_articles(document, path):
 def typed(record):
     """A raw record in FEATURES' types: a field of another type is left empty (its problem says so)."""
     answers = record.get("answers")
-    if not (isinstance(answers, dict) and is_list_of(answers.get("text"), str)
-            and is_list_of(answers.get("answer_start"), int)):
+    if isinstance(answers, dict) and is_list_of(answers.get("text"), str):  # what scoring needs
+        starts = answers.get("answer_start")
+        answers = {"text": answers["text"], "answer_start": starts if is_list_of(starts, int) else None}
+    else:
         answers = None
     fields = {name: value if isinstance(value := record.get(name), str) else None
               for name in ("id", "title", "context", "question")}
@@ -226,6 +231,11 @@ def check_columns(rows, origin):
     if "title" not in rows.column_names:
         rows = rows.add_column("title", [""] * len(rows))
     return rows.select_columns(["id", "title", "context", "question", "answers"])
+
+
+def record_name(record_id, n):
+    """How messages name a record: by its id, or by its place where it has none."""
+    return f"id {record_id!r}" if record_id else f"record {n}"
 
 
 def described(value):
@@ -265,7 +275,10 @@ def problem(row):
         if not text.strip():
             return Problem("answers.text", "empty")
         if not isinstance(start, int) or isinstance(start, bool):
-            return Problem("answers.answer_start", f"expected a number, got {described(start)}")
+            return Problem("answers.answer_start", f"expected a whole number (a character index), got {described(start)}")
+        if start < 0:
+            return Problem("answers.answer_start", f"{start} is negative; expected the index of the answer's first "
+                                                   "character in the context")
         if row["context"][start:start + len(text)] != text:
             return Problem("answers.answer_start", f"{text!r} is not at {start} in the context")
     return None

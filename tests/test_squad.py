@@ -106,7 +106,12 @@ def row(**changes):
     ({"id": 7}, ("id", "expected a string, got a number (7)")),
     ({"answers": "London"}, ("answers", 'expected a list of {text, answer_start} objects (flat files: '
                                         '{text: [...], answer_start: [...]}), got a string ("London")')),
-    ({"answers": {"text": ["1815"], "answer_start": ["16"]}}, ("answers.answer_start", 'expected a number, got a string ("16")')),
+    ({"answers": {"text": ["1815"], "answer_start": ["16"]}},
+     ("answers.answer_start", 'expected a whole number (a character index), got a string ("16")')),
+    ({"answers": {"text": ["1815"], "answer_start": [16.0]}},
+     ("answers.answer_start", "expected a whole number (a character index), got a number (16.0)")),
+    ({"answers": {"text": ["18"], "answer_start": [-5]}},  # context[-5:-3] is "18": Python's slicing would agree
+     ("answers.answer_start", "-5 is negative; expected the index of the answer's first character in the context")),
     ({"answers": {"text": "1815", "answer_start": [16]}}, ("answers.text", 'expected a list, got a string ("1815")')),
 ])
 def test_problem_names_the_field_and_what_is_wrong(changes, problem):
@@ -187,3 +192,19 @@ def test_a_parquet_column_of_another_type_is_named_as_an_input_error(tmp_path):
                                 "answers": ["London"]}).to_parquet(tmp_path / "train.parquet")
     with pytest.raises(InputError, match=r"train\.parquet: columns of other types than SQuAD's"):
         squad.read_file(tmp_path / "train.parquet")
+
+
+@pytest.mark.parametrize("document", [{"data": []}, {"data": [{"title": "T", "paragraphs": [{"context": "Ada."}]}]},
+                                      {"data": [{"title": "T", "paragraphs": [{"context": "Ada.", "qas": []}]}]}])
+def test_a_file_without_questions_says_so(tmp_path, document):
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match=r"train\.json: no questions in it \(no paragraph has qas\)"):
+        squad.read_file(tmp_path / "train.json")
+
+
+def test_prepared_splits_keep_their_types_however_their_values_look(tmp_path):
+    """A split whose every answer, id and title is an ISO date: JSON's type inference would make them timestamps."""
+    rows = [{"id": f"2001-01-0{i}", "title": "2001-01-01", "context": f"It opened on 2001-01-0{i}.", "question": "When?",
+             "answers": {"text": [f"2001-01-0{i}"], "answer_start": [13]}} for i in range(1, 4)]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert squad.read_prepared(tmp_path / "test.jsonl").to_list() == rows

@@ -1,11 +1,15 @@
+import json
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 
 from stages import spans, squad, tokenize, vocabulary
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
+from tests.conftest import T5_SMALL_TOKENIZER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,3 +170,60 @@ def test_several_processes_write_the_same_bytes_as_one(tmp_path, monkeypatch):
         tokenize.main()
         written.append(tokenized_bytes(tmp_path / "data/tokenized") | tokenized_bytes(tmp_path / "metrics"))
     assert written[0] == written[1] and "train/data-00000-of-00001.arrow" in written[0]
+
+
+def tokenize_project(tmp_path, monkeypatch, train_rows, **settings):
+    """A folder holding params.yaml (t5-small's tokenizer; tokenize.* and data.on_invalid from settings) and
+    prepared splits: train_rows, and the bundled data's first rows as validation and test."""
+    checkpoint = tmp_path / "t5"
+    checkpoint.mkdir(parents=True)
+    shutil.copy(T5_SMALL_TOKENIZER / "spiece.model", checkpoint)
+    (checkpoint / "config.json").write_text('{"model_type": "t5"}')  # what AutoTokenizer reads the kind from
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"]["name"] = str(checkpoint)
+    p["data"]["on_invalid"] = settings.pop("on_invalid", "error")
+    p["tokenize"].update(settings)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    bundled, _, _ = squad.load_split(ROOT / "data/raw", "train[:20]")
+    for split, rows in (("train", train_rows), ("validation", bundled.to_list()), ("test", bundled.to_list())):
+        (tmp_path / "data/prepared" / f"{split}.jsonl").write_text(
+            "".join(json.dumps({k: v for k, v in row.items() if k != "problem"}) + "\n" for row in rows))
+    monkeypatch.chdir(tmp_path)
+
+
+def row(qid, question, context, answer):
+    return {"id": qid, "title": "", "question": question, "context": context,
+            "answers": {"text": [answer], "answer_start": [context.index(answer)]}}
+
+
+LONG_QUESTION = "Which of the towns that were founded in the eighteenth century was founded last? " * 4
+
+
+def test_a_question_too_long_for_the_source_budget_is_named_or_dropped_and_counted(tmp_path, monkeypatch, capsys):
+    rows = [row("q-long", LONG_QUESTION, LONG_CONTEXT, "London"), row("q1", "Where was Ada born?", LONG_CONTEXT, "London")]
+    tokenize_project(tmp_path, monkeypatch, rows, max_source_length=48, stride=12)
+    with pytest.raises(SystemExit) as e:
+        tokenize.main()
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: data/prepared/train.jsonl: id 'q-long': question: the question leaves its context no room in "
+        "tokenize.max_source_length = 48 tokens: raise tokenize.max_source_length, or set data.on_invalid: drop to "
+        "skip such questions")
+    assert not (tmp_path / "data/tokenized").exists()
+    tokenize_project(tmp_path / "drop", monkeypatch, rows, max_source_length=48, stride=12, on_invalid="drop")
+    tokenize.main()
+    report = json.loads((tmp_path / "drop/metrics/tokenize.json").read_text())["train"]
+    assert report["questions"] == 2 and report["questions_too_long"] == 1
+    assert set(datasets.load_from_disk(str(tmp_path / "drop/data/tokenized"))["train"]["id"]) == {"q1"}
+
+
+def test_a_split_left_without_training_examples_stops_with_the_cause(tmp_path, monkeypatch, capsys):
+    answer = " ".join(f"Town {n} was founded in {1700 + n}." for n in range(10, 16))  # longer than any window
+    tokenize_project(tmp_path, monkeypatch, [row("q1", "What happened?", LONG_CONTEXT, answer)],
+                     max_source_length=32, stride=8)
+    with pytest.raises(SystemExit):
+        tokenize.main()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: data/prepared/train.jsonl: no train example: the answers of all 1 questions lie across the windows' "
+        "edges, in no window of tokenize.max_source_length = 32 tokens sharing tokenize.stride = 8: raise either")
