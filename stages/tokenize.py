@@ -67,7 +67,7 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_
         copied = [[tokens is not None for tokens in window_tokens] for window_tokens in covering]
         # what the model learns to write for each gold: its tokens in the first window covering it
         written = [next((c[g] for c in covering if c[g] is not None), alone[g]) for g in range(len(golds))]
-        spelled_back = [metrics.exact_match(spelled, text) for spelled, (text, _) in
+        spelled_back = [metrics.exact_match(spelled, text) == 1 for spelled, (text, _) in
                         zip(tokenizer.batch_decode(written, skip_special_tokens=True), golds)]
         text, start = golds[0]
         holds = [start is None or w.first <= start and start + len(text) <= w.end for w in question_windows]

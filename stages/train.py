@@ -20,10 +20,14 @@ import datasets
 import dvclive.monitor_system
 import pynvml
 import torch
+import torch.distributed as dist
 from accelerate.utils import broadcast_object_list
 from dvclive import Live
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer,
+                          Seq2SeqTrainingArguments, set_seed)
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -128,6 +132,26 @@ class ValidationQuestions:
         return {name: summary[name] for name in VALIDATION_METRICS}
 
 
+def answering_model(model):
+    """The model the main process answers validation questions with; None on the other processes. Under
+    FSDP, whose processes each hold a shard of the parameters, every process must call this: they gather
+    the full parameters (torch.distributed.checkpoint's full state dict) into an unsharded copy on the main
+    process, which then generates alone. Generating with the sharded model, the main process's all-gathers
+    would wait forever for processes that do not generate. A DDP or single-process model answers as it is."""
+    if not isinstance(model, (FSDPModule, FullyShardedDataParallel)):
+        return model if not dist.is_initialized() or dist.get_rank() == 0 else None
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    sharded = getattr(model, "module", model)  # FSDP1 wraps the model, FSDP2 shards it in place
+    with torch.device("meta"):  # no memory until the gathered weights are put in
+        copy = AutoModelForSeq2SeqLM.from_config(sharded.config)
+    copy.load_state_dict(state, assign=True)
+    copy.tie_weights()  # assign=True gave tied weights copies of their own
+    copy.generation_config = sharded.generation_config
+    return modeling.tuned(copy).to(modeling.device())
+
+
 class QATrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose training batches are rows of several examples, as many rows as batch_tokens
     holds, with `packing` (stages/packing.py; the model then needs packing.enable); else follow a token
@@ -144,8 +168,8 @@ class QATrainer(Seq2SeqTrainer):
         output = super().evaluation_loop(dataloader, description, *args, metric_key_prefix=metric_key_prefix, **kwargs)
         if description == "Evaluation" and self.validation_questions is not None:  # not predict()'s loop
             # the main process answers; every process gets the scores (the best model is chosen on them)
-            scores = (self.validation_questions.scores(self.model, self.processing_class)
-                      if self.is_world_process_zero() else None)
+            model = answering_model(self.model)
+            scores = self.validation_questions.scores(model, self.processing_class) if model is not None else None
             scores = broadcast_object_list([scores])[0]
             output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
         return output

@@ -2,7 +2,9 @@ import json
 
 import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast, T5Config, \
+    T5ForConditionalGeneration
 
 from stages import decoding, spans, windows
 from tests.conftest import CONTEXT, QUESTION, SQUAD_SAMPLE, T5_SMALL_VOCAB, window
@@ -170,3 +172,48 @@ def test_every_question_is_answered_from_its_windows(t5_tokenizer):
                                         {"batch_size": 4, "max_new_tokens": 4, "extractive": True})
     assert len(windows.split(t5_tokenizer, questions[:1], contexts[:1], 64, 16)[0]) > 1
     assert len(answers) == 2 and all(answer and answer in context for answer, context in zip(answers, contexts))
+
+
+def bart_tokenizer(text):
+    """A byte-level BPE tokenizer with BART's special tokens and template: <s> text </s>."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([text] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+@pytest.mark.parametrize("forced_bos", [0, None])
+def test_bart_answers_as_it_was_trained_to_start_whatever_it_forces(forced_bos):
+    """BART's targets start with <s>: decoding starts </s> <s> (its decoder start, then the targets' first
+    token), whether or not the checkpoint forces <s> (forced_bos_token_id); forbidding <s> at the first step
+    would leave a model trained on such targets lost."""
+    question, context = "When was Ada born?", "Ada was born in London in 1815."
+    tokenizer = bart_tokenizer(f"question: {question} context: {context}")
+    assert spans.target_specials(tokenizer) == ([0], [2])
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, bos_token_id=0, pad_token_id=1,
+        eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=forced_bos, forced_eos_token_id=2))
+    batch = tokenizer([f"question: {question} context: {context}"], return_tensors="pt")
+    labels = tokenizer(text_target=[" London in 1815"], return_tensors="pt")["input_ids"]  # <s> ... </s>
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    fed = []  # what the decoder reads, step by step: its start, then each token written
+    model.register_forward_pre_hook(lambda module, args, kwargs: fed.extend(kwargs["decoder_input_ids"][0].tolist())
+                                    if "decoder_input_ids" in kwargs else None, with_kwargs=True)
+    for extractive in (True, False):
+        fed.clear()
+        [answer] = decoding.answer_questions(model, tokenizer, [question], [context],
+                                             {"max_source_length": 512, "stride": 128},
+                                             {"batch_size": 1, "max_new_tokens": 6, "extractive": extractive})
+        assert answer == "London in 1815"
+        assert fed[:len(labels[0])] == [model.config.decoder_start_token_id] + labels[0, :-1].tolist()  # as trained

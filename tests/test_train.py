@@ -1,8 +1,12 @@
 """The train stage's fast Trainer settings must learn what a plain fp32 setup learns."""
 
 import logging
+import os
 import random
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -10,10 +14,12 @@ import safetensors.torch
 import torch
 import transformers
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, \
-    T5ForConditionalGeneration, TrainerCallback
+    T5ForConditionalGeneration, T5Tokenizer, TrainerCallback
 
-from stages import modeling, squad, tokenize, train, vocabulary
-from tests.conftest import SQUAD_SAMPLE, T5_SMALL_VOCAB
+from stages import decoding, modeling, squad, tokenize, train, vocabulary
+from tests.conftest import SQUAD_SAMPLE, T5_SMALL_TOKENIZER, T5_SMALL_VOCAB
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MAX_SOURCE = 24
 HP = {"lr": 1e-2, "epochs": 8, "batch_size": 8, "warmup_steps": 2, "weight_decay": 0.0}
@@ -216,3 +222,61 @@ def test_accumulated_and_multi_process_losses_are_means_not_sums(tmp_path):
         trainer.train()
         return trainer.state.log_history[0]["loss"]
     assert first_loss(4, 2) == pytest.approx(first_loss(8, 1), rel=1e-5)
+
+
+FSDP_PROCESS = """
+import json, sys
+import torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from transformers.models.t5.modeling_t5 import T5Block
+from stages import train
+from tests.test_train import answers, validation_model_and_questions
+
+dist.init_process_group("gloo")
+model, tokenizer, questions = validation_model_and_questions(sys.argv[1])
+for block in [m for m in model.modules() if isinstance(m, T5Block)] + [model]:  # as accelerate's FSDP2 wraps T5
+    fully_shard(block)
+answering = train.answering_model(model)  # every process
+result = [[questions.scores(answering, tokenizer), answers(answering, tokenizer, questions),
+           answering.state_dict()] if answering is not None else None]
+dist.broadcast_object_list(result)
+if dist.get_rank() == 1:
+    torch.save(result[0], sys.argv[2])
+dist.destroy_process_group()
+"""
+
+
+def validation_model_and_questions(validation):
+    """A tiny T5 on t5-small's tokenizer that always answers, and 8 validation questions of the real sample."""
+    tokenizer = T5Tokenizer.from_pretrained(T5_SMALL_TOKENIZER)
+    torch.manual_seed(0)
+    model = modeling.tuned(T5ForConditionalGeneration(T5Config(
+        vocab_size=T5_SMALL_VOCAB, d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=2, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)))
+    model.generation_config.min_new_tokens = 2  # untrained, it would say </s> at once
+    questions = train.ValidationQuestions(validation, 8, {"max_source_length": 128, "stride": 32},
+                                          {"batch_size": 4, "max_new_tokens": 4, "extractive": True})
+    return model, tokenizer, questions
+
+
+def answers(model, tokenizer, questions):
+    return decoding.answer_questions(model, tokenizer, questions.rows["question"], questions.rows["context"],
+                                     questions.tokenize_params, questions.evaluate_params)
+
+
+def test_validation_questions_are_answered_under_fsdp_as_by_one_process(tmp_path):
+    """Two CPU processes (gloo) with the model sharded by FSDP2, as `accelerate launch --use_fsdp` shards it
+    on GPUs: every process gathers, the main one answers alone, and the scores are one process's."""
+    validation = tmp_path / "validation.jsonl"
+    squad.read_file(SQUAD_SAMPLE / "validation.json").remove_columns("problem").to_json(validation, lines=True)
+    model, tokenizer, questions = validation_model_and_questions(validation)
+    alone = questions.scores(model, tokenizer), answers(model, tokenizer, questions)
+    (tmp_path / "fsdp_process.py").write_text(FSDP_PROCESS)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(tmp_path / "fsdp_process.py"), str(validation), str(tmp_path / "result.pt")],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    scores, sharded_answers, weights = torch.load(tmp_path / "result.pt")
+    assert all(torch.equal(weights[name], value) for name, value in model.state_dict().items())
+    assert (scores, sharded_answers) == alone and all(alone[1])
