@@ -27,8 +27,8 @@ class CopySpan(LogitsProcessor):
     stay allowed (a SQuAD answer is a span of its context: never of the question or the prompt), so
     a model that has learned to copy but mixes up two names is steered to a span that exists; </s>
     may end the answer at any point (at once: SQuAD v2's "no answer"). `sources` holds each row's
-    context token ids, padded with -1. The decoder's first `prompt_length` tokens
-    (T5: <pad>; BART: </s> <s>, as its training targets start) are left alone. A few tensor operations per generated
+    context token ids, padded with -1. The decoder's first `prompt_length` tokens (T5: <pad>; BART:
+    </s> <s>, as its training targets start) are left alone. A few tensor operations per generated
     token for the whole batch, none waiting for the GPU.
     """
 
@@ -151,11 +151,11 @@ def attended_spans(model, tokenizer, windows, answer_ids, places, batch_size):
     try:
         for batch, _, output in forced(model, tokenizer, [w[0] for w in windows], answer_ids, batch_size,
                                        output_attentions=True):
-            weights = torch.stack(output.cross_attentions).float().mean((0, 2)).cpu().numpy()  # (rows, steps, inputs)
+            weights = torch.stack(output.cross_attentions).float().mean((0, 2)).cpu().numpy()  # row, step, input
             for row, i in zip(weights, batch):
-                positions = np.flatnonzero(np.asarray(windows[i][1]).reshape(-1, 2)[:, 0] >= 0)  # context tokens
-                k = len(answer_ids[i])
-                chosen[i] = max(places[i], key=lambda place: row[head + np.arange(k), positions[place:place + k]].sum())
+                inputs = np.flatnonzero(np.asarray(windows[i][1]).reshape(-1, 2)[:, 0] >= 0)  # of context tokens
+                steps = head + np.arange(len(answer_ids[i]))  # answer token t, read on token t of the place
+                chosen[i] = max(places[i], key=lambda place: row[steps, inputs[place:place + len(steps)]].sum())
     finally:
         model.set_attn_implementation(implementation)
     return chosen
@@ -164,7 +164,8 @@ def attended_spans(model, tokenizer, windows, answer_ids, places, batch_size):
 @torch.inference_mode()
 def answer_log_probs(model, tokenizer, input_ids, answer_ids, batch_size):
     """log P(answer | input) under the model for each (input, answer tokens) pair, its target's special
-    tokens included, unconstrained by CopySpan: comparable between inputs, e.g. the windows of one long context."""
+    tokens included, unconstrained by CopySpan: comparable between inputs, e.g. the windows of one long
+    context."""
     model.eval()
     scores = [None] * len(input_ids)
     for batch, target, output in forced(model, tokenizer, input_ids, answer_ids, batch_size):

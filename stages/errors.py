@@ -12,9 +12,9 @@ class InputError(Exception):
 
 
 def cli(main):
-    """Run a stage's main() with UTF-8 output; an InputError becomes `error: ...` on stderr and exit 1, Ctrl-C or SIGTERM
-    (a pre-empted machine) one line `interrupted: ...` and exit 130, neither with a traceback. A stage
-    says what an interruption left by raising KeyboardInterrupt with that as its message."""
+    """Run a stage's main(), its output in UTF-8; an InputError becomes `error: ...` on stderr and exit 1,
+    Ctrl-C or SIGTERM (a pre-empted machine) one line `interrupted: ...` and exit 130, neither with a
+    traceback. A stage says what an interruption left by raising KeyboardInterrupt with that as its message."""
 
     @functools.wraps(main)
     def run(*args, **kwargs):

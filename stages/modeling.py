@@ -8,7 +8,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForCo
 from transformers.integrations import sdpa_attention
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
-from stages import hub, params
+from stages import hub, params, squad
 from stages.errors import InputError
 
 
@@ -99,11 +99,35 @@ def load_trained(folder):
     """The model and tokenizer the train stage saved in `folder`: on the GPU in bf16 when there is one."""
     if not (folder / "config.json").exists():
         raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                                  attn_implementation="sdpa",
-                                                  dtype=torch.bfloat16 if bf16_supported() else torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                                      attn_implementation="sdpa",
+                                                      dtype=torch.bfloat16 if bf16_supported() else torch.float32)
+    except (OSError, ValueError, KeyError) as e:  # transformers' ways of saying "not a checkpoint of mine"
+        raise InputError(f"{folder}/ is not a seq2seq model folder ({str(e).splitlines()[0][:200]}); point at "
+                         "one the train stage wrote (models/, or one `dvc artifacts get` fetched)") from None
     return tuned(model).to(device()), tokenizer
+
+
+QA = "question-answering"  # the config's task_specific_params entry: how the model reads and answers
+READING = {"max_source_length": 512, "stride": 128, "max_new_tokens": 32}  # for checkpoints without that entry
+
+
+def keep_reading(model, tokenize_params):
+    """Write into the model's config how it reads questions (input, source budget, windows' overlap) and how long
+    its answers are: whoever loads the folder answers as the pipeline does, without its params.yaml."""
+    settings = {"input": squad.model_input("{question}", "{context}"),
+                "max_source_length": tokenize_params["max_source_length"], "stride": tokenize_params["stride"],
+                "max_new_tokens": tokenize_params["max_target_length"]}
+    kept = getattr(model.config, "task_specific_params", None) or {}  # t5-small's: summarization, translation
+    model.config.task_specific_params = {**kept, QA: settings}
+    model.generation_config.max_new_tokens = settings["max_new_tokens"]  # plain generate() answers as long
+
+
+def reading(model):
+    """How `model` reads and answers: what keep_reading wrote, else READING."""
+    return {**READING, **(getattr(model.config, "task_specific_params", None) or {}).get(QA, {})}
 
 
 def device():

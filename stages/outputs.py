@@ -1,4 +1,5 @@
-"""Write outputs so that a failed or killed stage leaves the old complete output or none; in UTF-8 whatever the locale."""
+"""Write outputs so that a failed or killed stage leaves the old complete output or none, in UTF-8 whatever the
+locale."""
 
 import json
 import os

@@ -1,17 +1,20 @@
-"""Answer questions with the trained model in models/ (on a GPU when there is one).
+"""Answer questions with a trained model, models/ or any folder the train stage wrote (on a GPU when there is one).
 
     python -m stages.predict --question "Who founded Zanstad?" --context "Zanstad was founded by ..."
     python -m stages.predict --file questions.jsonl > answers.jsonl
+    python -m stages.predict --model path/to/model --free --question ... --context ...
 
 --file reads one JSON object per line with `question` and `context` (other fields, such as id,
-are kept) and writes each back with an `answer` added, in the same order.
+are kept) and writes each back with an `answer` added, in the same order. The model reads and answers
+as it was trained to (the settings its config.json keeps: modeling.reading), extractively unless --free;
+no params.yaml is needed, so it runs from any folder.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from stages import decoding, modeling, params, windows
+from stages import decoding, modeling, windows
 from stages.errors import InputError, cli
 
 MODEL = Path("models")
@@ -47,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--context")
     parser.add_argument("--file", help="JSON lines with question and context")
     parser.add_argument("--model", type=Path, default=MODEL, help="model folder (default: models/)")
+    parser.add_argument("--free", action="store_true", help="free generation instead of a span of the context")
+    parser.add_argument("--batch-size", type=int, default=64, help="windows answered at once")
     args = parser.parse_args(argv)
     if bool(args.file) == bool(args.question or args.context):
         parser.error("give either --question and --context, or --file")
@@ -54,14 +59,16 @@ def main(argv=None):
         parser.error("--question and --context go together")
 
     rows = read_questions(args.file) if args.file else {0: {"question": args.question, "context": args.context}}
-    p = params.load()
     model, tokenizer = modeling.load_trained(args.model)
+    reading = modeling.reading(model)
     answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows.values()],
-                                       [row["context"] for row in rows.values()], p["tokenize"], p["evaluate"])
+                                       [row["context"] for row in rows.values()], reading,
+                                       {**reading, "batch_size": args.batch_size, "extractive": not args.free})
     for n, text in zip(rows, answers):
         if text is None:
-            raise InputError(f"{f'{args.file}, line {n}' if args.file else '--question'}: "
-                             f"{windows.too_long(p['tokenize']['max_source_length'])} in params.yaml")
+            where = f"{args.file}, line {n}" if args.file else "--question"
+            raise InputError(f"{where}: {windows.too_long(reading['max_source_length'])}, as this model was "
+                             "trained: shorten the question")
     for row, text in zip(rows.values(), answers):
         print(json.dumps({**row, "answer": text}, ensure_ascii=False) if args.file else text)
 

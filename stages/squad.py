@@ -275,7 +275,8 @@ def problem(row):
         if not text.strip():
             return Problem("answers.text", "empty")
         if not isinstance(start, int) or isinstance(start, bool):
-            return Problem("answers.answer_start", f"expected a whole number (a character index), got {described(start)}")
+            return Problem("answers.answer_start",
+                           f"expected a whole number (a character index), got {described(start)}")
         if start < 0:
             return Problem("answers.answer_start", f"{start} is negative; expected the index of the answer's first "
                                                    "character in the context")

@@ -57,8 +57,8 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_
     ends = list(accumulate(map(len, per_question_golds)))
     for i, (question_windows, golds) in enumerate(zip(per_question, per_question_golds)):
         if not question_windows and not drop_too_long:
-            raise InputError(f"id {batch['id'][i]!r}: question: {windows.too_long(max_source_length)}, "
-                             "or set data.on_invalid: drop to skip such questions")
+            raise InputError(f"id {batch['id'][i]!r}: question: {windows.too_long(max_source_length)}: raise "
+                             "tokenize.max_source_length, or set data.on_invalid: drop to skip such questions")
         context = batch["context"][i]
         alone = flat[ends[i] - len(golds):ends[i]]
         sources = [spans.context_tokens(w.input_ids, w.offsets) for w in question_windows]
@@ -188,7 +188,8 @@ def main():
             raise InputError(f"{path}: {e}") from None
         asked = len(set(split_rows["id"]))  # train_answers: all repeats a question once per answer
         if not len(enc):
-            raise InputError(f"{path}: all {asked} questions dropped: each {windows.too_long(limits['max_source_length'])}")
+            raise InputError(f"{path}: all {asked} questions dropped: in each, "
+                             f"{windows.too_long(limits['max_source_length'])}: raise tokenize.max_source_length")
         counts = enc.select_columns(REPORTED).to_dict()  # as lists: a Dataset's columns are read row by row
         ceilings = {"extractive": {}, "generation": {}}  # question -> can some gold be matched exactly
         for qid, window, copyable, spellable in zip(counts["id"], counts["window"], counts["copyable"],

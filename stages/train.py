@@ -31,12 +31,13 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForS
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stages import decoding, metrics, modeling, packing, params, squad, tracking
+from stages import card, decoding, metrics, modeling, packing, params, squad, tracking
 from stages.errors import InputError, cli
 from stages.outputs import remove, staged, staging_path
 
 TOKENIZED = Path("data/tokenized")
 VALIDATION_ROWS = Path("data/prepared/validation.jsonl")
+TOKENIZE_REPORT = Path("metrics/tokenize.json")  # split sizes and ceilings, for the model card
 VALIDATION_METRICS = ("exact_match", "f1", "rougeL")  # answered validation questions, at each evaluation
 OUT = Path("models")
 CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
@@ -275,6 +276,7 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])
     model = modeling.build_model(p["model"], tokenizer)
+    modeling.keep_reading(model, p["tokenize"])
     if hp["packing"]:
         packing.enable(model)
     if "wandb" in hp["report_to"]:
@@ -330,6 +332,9 @@ def main():
     # the weights from all of them), the main one writes
     with staged(OUT) if main_process else nullcontext(staging_path(OUT)) as tmp:
         trainer.save_model(str(tmp))
+        if main_process:
+            card.write(tmp / "README.md", p, model, json.loads(TOKENIZE_REPORT.read_text()),
+                       trainer.state.log_history)
     if main_process:
         with staged(LIVE_DIR) as tmp:
             shutil.copytree(live_dir, tmp)

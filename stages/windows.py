@@ -26,9 +26,8 @@ class Window(NamedTuple):
 
 
 def too_long(max_source_length):
-    """What to do about a question that leaves its context no room (split gives it no window)."""
-    return (f"the question leaves its context no room in tokenize.max_source_length = {max_source_length} "
-            "tokens: raise tokenize.max_source_length")
+    """What is wrong with a question that leaves its context no room (split gives it no window)."""
+    return f"the question leaves its context no room in tokenize.max_source_length = {max_source_length} tokens"
 
 
 def split(tokenizer, questions, contexts, max_source_length, stride):

@@ -20,7 +20,8 @@ def test_a_question_it_cannot_read_names_its_file_id_and_field(capsys, write_jso
         baseline.main([str(dataset)])
     assert e.value.code == 1
     out = capsys.readouterr()
-    assert out.out == "" and out.err.strip() == f"error: {dataset}: id 'q2': question: missing; fix it to answer the question"
+    assert out.out == ""
+    assert out.err.strip() == f"error: {dataset}: id 'q2': question: missing; fix it to answer the question"
     small_squad["data"][0]["paragraphs"][0]["qas"][1]["question"] = "When?"
     baseline.main([str(write_json("dev.json", small_squad))])
     assert json.loads(capsys.readouterr().out) == {"q1": "Lovelace", "q2": "1815", "q3": "The"}

@@ -100,3 +100,14 @@ def test_trying_a_param_makes_dvc_status_report_only_the_stages_that_read_it(tmp
     params[section][name] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert stages_reporting(tmp_path, key) == reruns
+
+
+def test_the_trained_model_is_declared_as_the_artifact_its_card_names():
+    """`dvc artifacts get <repo> squad-t5` and DVC Studio's model registry find models/ by this entry."""
+    from stages import card
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    artifact = dvc_yaml["artifacts"][card.ARTIFACT]
+    assert artifact["path"] == "models" and artifact["type"] == "model" and artifact["desc"]
+    assert set(artifact["meta"]) >= {"base_model", "task", "data_source"} and "question-answering" in artifact["labels"]
+    outs = dvc_yaml["stages"]["train"]["outs"]
+    assert "models" in [next(iter(out)) if isinstance(out, dict) else out for out in outs]

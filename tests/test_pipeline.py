@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM
 
 from stages.metrics import METRICS
@@ -260,6 +261,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+ARTIFACT = "squad-t5"  # dvc.yaml's artifacts
+ANSWER_WITH_TRANSFORMERS = """
+import sys
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForSeq2SeqLM.from_pretrained(sys.argv[1])
+inputs = tokenizer(model.config.task_specific_params["question-answering"]["input"].format(
+    question=sys.argv[2], context=sys.argv[3]), return_tensors="pt")
+print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))
+"""
+
+
+def test_the_model_ships_by_name_as_a_registered_version_or_stage_and_answers_anywhere(repo, tmp_path):
+    """After `dvc push`: `dvc artifacts get` by name (its latest registered version), by version and by
+    stage, from a path to the repository and from a clone; the folder, its model card included, answers
+    through transformers alone and through stages.predict, run from another working directory."""
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):  # gto's tags are annotated
+        sh(repo, "git", "config", key, value)
+    sh(repo, sys.executable, "-m", "gto", "register", ARTIFACT)
+    sh(repo, sys.executable, "-m", "gto", "assign", ARTIFACT, "--version", "v0.0.1", "--stage", "prod")
+    clone = repo.parent / "artifact-clone"  # beside the repository: the same default remote
+    sh(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    expected = {p.name: p.read_bytes() for p in (repo / "models").iterdir()}
+    for source, how in ((repo, []), (clone, []), (repo, ["--rev", "v0.0.1"]), (clone, ["--stage", "prod"])):
+        out = tmp_path / f"{source.name}{''.join(how)}"
+        sh(tmp_path, sys.executable, "-m", "dvc", "artifacts", "get", str(source), ARTIFACT, *how, "-o", str(out))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == expected, (source, how)
+
+    fetched = tmp_path / repo.name
+    card = ModelCard.load(fetched / "README.md")
+    assert card.data.library_name == "transformers" and card.data.model_name == ARTIFACT
+    assert card.data.eval_results and card.data.datasets == ["data/raw"]
+    context = "Danjunstad is an old town. It was founded by Junras Renven in 1415."
+    free = sh(tmp_path, sys.executable, "-c", ANSWER_WITH_TRANSFORMERS, str(fetched), "When was Danjunstad founded?",
+              context).strip().splitlines()[-1]
+    assert free
+    extractive = sh(tmp_path, sys.executable, "-m", "stages.predict", "--model", str(fetched), "--question",
+                    "When was Danjunstad founded?", "--context", context,
+                    env={"PYTHONPATH": str(ROOT)}).strip().splitlines()[-1]
+    assert extractive and extractive in context
+
+
 @pytest.fixture
 def s3_server(tmp_path):
     """moto's S3-compatible server on a free port of 127.0.0.1, with a bucket and test credentials."""
@@ -298,6 +341,10 @@ def test_s3_remote_round_trip(repo, s3_server):
     sh(clone, sys.executable, "-m", "dvc", "pull", "-r", "s3", env=credentials)
     assert (clone / "models" / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
     assert "Data and pipelines are up to date" in sh(clone, sys.executable, "-m", "dvc", "status")
+    fetched = repo.parent / "s3-artifact"  # the registered model by name, from the S3 remote
+    sh(repo.parent, sys.executable, "-m", "dvc", "artifacts", "get", str(clone), ARTIFACT, "--remote", "s3",
+       "--remote-config", f"endpointurl={endpoint}", "-o", str(fetched), env=credentials)
+    assert (fetched / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
 
 
 def test_exp_push_carries_the_experiments_model_to_the_remote(repo):

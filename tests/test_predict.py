@@ -38,8 +38,8 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def in_repo_root(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)  # predict reads params.yaml for lengths and batch size
+def elsewhere(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # predict needs no params.yaml: it runs from any folder
 
 
 def test_one_question_prints_the_answer(model_dir, capsys):
@@ -73,6 +73,28 @@ def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
         modeling.load_trained(tmp_path)
 
 
+def test_a_folder_that_is_no_model_is_named_with_what_to_point_at(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')  # some other kind of checkpoint
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--model", str(tmp_path), "--question", QUESTION, "--context", CONTEXT])
+    assert e.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tmp_path}/ is not a seq2seq model folder (")
+    assert line.endswith("point at one the train stage wrote (models/, or one `dvc artifacts get` fetched)")
+
+
+def test_the_model_reads_and_answers_as_its_config_says(model_dir, tmp_path, capsys):
+    """What the train stage keeps in config.json (modeling.keep_reading) decides the source budget."""
+    model, tokenizer = modeling.load_trained(model_dir)
+    modeling.keep_reading(model, {"max_source_length": 12, "stride": 8, "max_target_length": 4})
+    model.save_pretrained(tmp_path / "short")
+    tokenizer.save_pretrained(tmp_path / "short")
+    assert modeling.reading(model)["max_source_length"] == 12
+    with pytest.raises(SystemExit):
+        predict.main(["--model", str(tmp_path / "short"), "--question", QUESTION * 3, "--context", CONTEXT])
+    assert "no room in tokenize.max_source_length = 12 tokens" in capsys.readouterr().err
+
+
 def test_question_and_file_are_exclusive(model_dir):
     with pytest.raises(SystemExit):
         predict.main(["--question", QUESTION, "--file", "q.jsonl"])
@@ -90,6 +112,6 @@ def test_a_question_too_long_for_the_source_budget_is_named_with_the_param_to_ra
     with pytest.raises(SystemExit) as e:
         predict.main(["--model", str(model_dir), "--question", "Why? " * 600, "--context", CONTEXT])
     assert e.value.code == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == ("error: --question: the question leaves its context no room in "
-                                               "tokenize.max_source_length = 512 tokens: raise "
-                                               "tokenize.max_source_length in params.yaml")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --question: the question leaves its context no room in tokenize.max_source_length = 512 tokens, "
+        "as this model was trained: shorten the question")

@@ -204,7 +204,7 @@ def test_a_file_without_questions_says_so(tmp_path, document):
 
 def test_prepared_splits_keep_their_types_however_their_values_look(tmp_path):
     """A split whose every answer, id and title is an ISO date: JSON's type inference would make them timestamps."""
-    rows = [{"id": f"2001-01-0{i}", "title": "2001-01-01", "context": f"It opened on 2001-01-0{i}.", "question": "When?",
-             "answers": {"text": [f"2001-01-0{i}"], "answer_start": [13]}} for i in range(1, 4)]
+    rows = [{"id": f"2001-01-0{i}", "title": "2001-01-01", "context": f"It opened on 2001-01-0{i}.",
+             "question": "When?", "answers": {"text": [f"2001-01-0{i}"], "answer_start": [13]}} for i in range(1, 4)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert squad.read_prepared(tmp_path / "test.jsonl").to_list() == rows

@@ -161,7 +161,8 @@ def test_several_processes_write_the_same_bytes_as_one(tmp_path, monkeypatch):
     (tmp_path / "data/prepared").mkdir(parents=True)
     for split, spec in (("train", "train[:2000]"), ("validation", "train[2000:2050]"), ("test", "validation[:50]")):
         rows, _, _ = squad.load_split(ROOT / "data/raw", spec)  # the bundled data, as prepare writes it
-        rows.remove_columns("problem").to_json(tmp_path / "data/prepared" / f"{split}.jsonl", lines=True, force_ascii=False)
+        rows = rows.remove_columns("problem")
+        rows.to_json(tmp_path / "data/prepared" / f"{split}.jsonl", lines=True, force_ascii=False)
     (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     monkeypatch.chdir(tmp_path)
     written = []
@@ -201,7 +202,8 @@ LONG_QUESTION = "Which of the towns that were founded in the eighteenth century 
 
 
 def test_a_question_too_long_for_the_source_budget_is_named_or_dropped_and_counted(tmp_path, monkeypatch, capsys):
-    rows = [row("q-long", LONG_QUESTION, LONG_CONTEXT, "London"), row("q1", "Where was Ada born?", LONG_CONTEXT, "London")]
+    rows = [row("q-long", LONG_QUESTION, LONG_CONTEXT, "London"),
+            row("q1", "Where was Ada born?", LONG_CONTEXT, "London")]
     tokenize_project(tmp_path, monkeypatch, rows, max_source_length=48, stride=12)
     with pytest.raises(SystemExit) as e:
         tokenize.main()

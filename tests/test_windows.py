@@ -96,4 +96,4 @@ def test_a_question_that_leaves_its_context_no_room_gets_no_window():
     long_question = "Where was Ada born? " * 8
     assert len(tok(squad.model_input(long_question, ""))["input_ids"]) > 40
     assert windows.split(tok, [long_question, QUESTION], [CONTEXT, CONTEXT], 40, 10)[0] == []
-    assert "raise tokenize.max_source_length" in windows.too_long(40)
+    assert "no room in tokenize.max_source_length = 40 tokens" in windows.too_long(40)
