@@ -12,7 +12,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from stages import params
 
 ARTIFACT = "squad-t5"  # dvc.yaml's artifacts: the name users fetch it by
-LINKS = "metrics/eval.json (test split), dvclive/plots/metrics/eval/ (validation curves)"
 
 
 def validation_curve(log_history):
@@ -42,7 +41,7 @@ def write(path, p, model, report, log_history):
 def body(p, model, report, curve, best):
     config = model.config
     shape = (f"{model.num_parameters():,} parameters: {config.model_type}, d_model {config.d_model}, "
-             f"{getattr(config, 'num_layers', '?')} layers each side, vocabulary {config.vocab_size:,}")
+             f"{getattr(config, 'num_layers', '?')} layer(s) each side, vocabulary {config.vocab_size:,}")
     origin = ("built from scratch (`model.name: scratch`), with a tokenizer trained on its training split"
               if params.is_scratch(p["model"]) else f"fine-tuned from `{p['model']['name']}`")
     splits = "\n".join(f"| {split} | `{p['data']['splits'][split]}` | {report[split]['questions']:,} | "
@@ -60,9 +59,11 @@ def body(p, model, report, curve, best):
     return f"""# {ARTIFACT}
 
 A sequence-to-sequence model that answers a question about a passage: it reads
-`question: <question> context: <passage>` and writes the answer, copied from the passage. {shape};
-{origin}. Trained by this project's DVC pipeline (`dvc repro`); the test scores of this very model are in
-`metrics/eval.json` at the same commit, beside its validation curves: {LINKS}.
+`question: <question> context: <passage>` and writes the answer, copied from the passage.
+{shape}; {origin}.
+
+Trained by this project's DVC pipeline (`dvc repro`). At the same commit, `metrics/eval.json` holds this
+model's scores on the test split and `dvclive/plots/metrics/eval/` its validation curves.
 
 ## Training data
 

@@ -279,8 +279,8 @@ def test_the_model_ships_by_name_as_a_registered_version_or_stage_and_answers_an
     through transformers alone and through stages.predict, run from another working directory."""
     for key, value in (("user.name", "t"), ("user.email", "t@t")):  # gto's tags are annotated
         sh(repo, "git", "config", key, value)
-    sh(repo, sys.executable, "-m", "gto", "register", ARTIFACT)
-    sh(repo, sys.executable, "-m", "gto", "assign", ARTIFACT, "--version", "v0.0.1", "--stage", "prod")
+    sh(repo, "gto", "register", ARTIFACT)  # sh() puts this Python's bin/ first on PATH
+    sh(repo, "gto", "assign", ARTIFACT, "--version", "v0.0.1", "--stage", "prod")
     clone = repo.parent / "artifact-clone"  # beside the repository: the same default remote
     sh(repo.parent, "git", "clone", "-q", str(repo), str(clone))
     expected = {p.name: p.read_bytes() for p in (repo / "models").iterdir()}
@@ -294,13 +294,12 @@ def test_the_model_ships_by_name_as_a_registered_version_or_stage_and_answers_an
     assert card.data.library_name == "transformers" and card.data.model_name == ARTIFACT
     assert card.data.eval_results and card.data.datasets == ["data/raw"]
     context = "Danjunstad is an old town. It was founded by Junras Renven in 1415."
-    free = sh(tmp_path, sys.executable, "-c", ANSWER_WITH_TRANSFORMERS, str(fetched), "When was Danjunstad founded?",
-              context).strip().splitlines()[-1]
-    assert free
-    extractive = sh(tmp_path, sys.executable, "-m", "stages.predict", "--model", str(fetched), "--question",
-                    "When was Danjunstad founded?", "--context", context,
-                    env={"PYTHONPATH": str(ROOT)}).strip().splitlines()[-1]
-    assert extractive and extractive in context
+    question = "When was Danjunstad founded?"
+    free, extractive = (subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True,
+                                       env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip() for cmd in (
+        [sys.executable, "-c", ANSWER_WITH_TRANSFORMERS, str(fetched), question, context],
+        [sys.executable, "-m", "stages.predict", "--model", str(fetched), "--question", question, "--context", context]))
+    assert free and extractive and extractive in context
 
 
 @pytest.fixture
@@ -341,10 +340,14 @@ def test_s3_remote_round_trip(repo, s3_server):
     sh(clone, sys.executable, "-m", "dvc", "pull", "-r", "s3", env=credentials)
     assert (clone / "models" / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
     assert "Data and pipelines are up to date" in sh(clone, sys.executable, "-m", "dvc", "status")
-    fetched = repo.parent / "s3-artifact"  # the registered model by name, from the S3 remote
-    sh(repo.parent, sys.executable, "-m", "dvc", "artifacts", "get", str(clone), ARTIFACT, "--remote", "s3",
-       "--remote-config", f"endpointurl={endpoint}", "-o", str(fetched), env=credentials)
-    assert (fetched / "model.safetensors").read_bytes() == (repo / "models" / "model.safetensors").read_bytes()
+    # the model by name from the S3 remote, as a consumer without the repository's config.local fetches it
+    sh(repo, "gto", "register", ARTIFACT)  # a version whose .dvc/config has the S3 remote
+    consumer = repo.parent / "s3-consumer"
+    sh(repo.parent, "git", "clone", "-q", str(repo), str(consumer))
+    sh(repo.parent, sys.executable, "-m", "dvc", "artifacts", "get", str(consumer), ARTIFACT, "--remote", "s3",
+       "--remote-config", f"endpointurl={endpoint}", "-o", str(repo.parent / "s3-artifact"), env=credentials)
+    assert ((repo.parent / "s3-artifact" / "model.safetensors").read_bytes()
+            == (repo / "models" / "model.safetensors").read_bytes())
 
 
 def test_exp_push_carries_the_experiments_model_to_the_remote(repo):
