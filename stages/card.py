@@ -21,7 +21,9 @@ def validation_curve(log_history):
 
 
 def write(path, p, model, report, log_history):
-    """models/README.md for `model`, trained with params `p`, on data whose tokenize report is `report`."""
+    """models/README.md for `model`, trained with params `p`, on data whose tokenize report (a row per split)
+    is `report`."""
+    report = {row["split"]: row for row in report}
     curve = validation_curve(log_history)
     best = max(curve, key=lambda point: point[2], default=None)
     scratch = params.is_scratch(p["model"])

@@ -65,7 +65,7 @@ def long_contexts(ids, chosen, per_question):
             "answers_changed_by_windowing": sum(chosen[q][0] != chosen[q][1] for q in windowed)}
 
 
-@cli
+@cli(outputs=[METRICS_FILE, BREAKDOWNS])
 def main():
     p = params.load()
     hp = p["evaluate"]

@@ -115,7 +115,7 @@ def score(golds_by_id, predictions):
 
     A question with no prediction scores 0 in every metric (not score_question(""),
     which would give EM 1 against a gold like "the" that normalises to empty).
-    Predictions for ids not in golds_by_id are ignored.
+    Predictions for ids not in golds_by_id are ignored; empty_predictions counts the empty answers ("no answer").
     With unanswerable questions (no golds) among them, the aggregate adds SQuAD v2.0's split:
     has_answer and no_answer, each with its exact_match, f1 and questions.
     Returns (aggregate dict, per-id scores).
@@ -129,6 +129,7 @@ def score(golds_by_id, predictions):
             per_id[qid] = dict.fromkeys(METRICS, 0.0)
             missing += 1
     result = aggregate(list(per_id.values()), missing)
+    result["empty_predictions"] = sum(predictions.get(qid) == "" for qid in golds_by_id)  # "no answer" given
     if not all(golds_by_id.values()):
         for name, group in (("has_answer", [q for q, g in golds_by_id.items() if g]),
                             ("no_answer", [q for q, g in golds_by_id.items() if not g])):

@@ -98,7 +98,7 @@ def build_model(model_params, tokenizer):
 def load_trained(folder):
     """The model and tokenizer the train stage saved in `folder`: on the GPU in bf16 when there is one."""
     if not (folder / "config.json").exists():
-        raise InputError(f"{folder}/ holds no trained model: run `dvc repro` (or `dvc pull`) first")
+        raise InputError(f"{folder}/ holds no trained model: {how_to_get(folder)}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
@@ -108,6 +108,25 @@ def load_trained(folder):
         raise InputError(f"{folder}/ is not a seq2seq model folder ({str(e).splitlines()[0][:200]}); point at "
                          "one the train stage wrote (models/, or one `dvc artifacts get` fetched)") from None
     return tuned(model).to(device()), tokenizer
+
+
+def how_to_get(folder):
+    """What to run for the model dvc.lock names: `dvc pull` where this cache or the remote holds it, else
+    `dvc repro` (the time measured for the default pipeline)."""
+    name = str(folder).rstrip("/")
+    try:
+        from dvc.repo import Repo
+        with Repo() as repo:
+            outs = [changed.get("changed outs", {}) for entries in repo.status(targets=[name]).values()
+                    for changed in entries if isinstance(changed, dict)]
+            cached = any(out.get(name) == "deleted" for out in outs)  # missing here, in the cache ("not in cache")
+            remote = repo.status(targets=[name], cloud=True).get(name) == "deleted"  # on the remote, not here
+    except Exception:  # noqa: BLE001 -- no DVC project here, or no remote reachable: training is the way
+        cached = remote = False
+    if cached or remote:
+        return f"run `dvc pull {name}` ({'the cache' if cached else 'the remote'} holds it)"
+    return ("run `dvc repro` to train it (the default pipeline: 10 to 19 min on a 2-core CPU; `make quick`: a "
+            "quarter of it), or `dvc pull` once a teammate's `dvc push` has put it on the remote")
 
 
 QA = "question-answering"  # the config's task_specific_params entry: how the model reads and answers

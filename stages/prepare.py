@@ -1,6 +1,7 @@
 """Stage 1: load the train / validation / test splits, check every record, write flat splits.
 
-Reads params data.* (and seed, for data.shuffle); writes data/prepared/<split>.jsonl and the data report metrics/data.json.
+Reads params data.* (and seed, for data.shuffle); writes data/prepared/<split>.jsonl and the data report
+metrics/data.json (a row per split: source, rows, unanswerable, dropped and why).
 """
 
 import functools
@@ -15,15 +16,15 @@ OUT = Path("data/prepared")
 REPORT = Path("metrics/data.json")
 
 
-@cli
+@cli(outputs=[REPORT])
 def main():
     p = params.load()
     data = p["data"]
     shuffle_seed = p["seed"] if data["shuffle"] else None
-    report = {"rows": {}, "unanswerable": {}, "dropped": {}, "dropped_because": Counter()}
+    report = []  # a row per split: a bar chart in `dvc plots show`
     read = functools.cache(squad.read_file)  # the seed's train and validation splits are slices of one file
-    loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed, read)
-              for split in squad.SPLITS}
+    loaded = {split: squad.load_split(data["source"], data["splits"][split], shuffle_seed, read,
+                                      param=f"data.splits.{split}") for split in squad.SPLITS}
     squad.check_disjoint({f"data.splits.{split}": (origin, rows_range)
                           for split, (_, origin, rows_range) in loaded.items()})
     prepared = {}
@@ -46,22 +47,20 @@ def main():
         kept = [i for i in range(len(rows)) if i not in bad]
         if bad:
             rows = rows.select(kept)
-            report["dropped_because"].update(why.field for _, why in bad.values())
         rows = rows.remove_columns("problem")
         if len(rows) == 0:
             raise InputError(f"{origin}: split {split} ({data['splits'][split]}) has no usable records")
         prepared[split] = rows
-        report["rows"][split] = len(rows)
-        report["unanswerable"][split] = sum(not columns["answers"][i]["text"] for i in kept)  # SQuAD v2.0
-        report["dropped"][split] = len(bad)
+        report.append({"split": split, "source": origin, "slice": data["splits"][split], "rows": len(rows),
+                       "unanswerable": sum(not columns["answers"][i]["text"] for i in kept),  # SQuAD v2.0
+                       "dropped": len(bad), "dropped_because": dict(Counter(why.field for _, why in bad.values()))})
         print(f"{split}: {len(rows)} rows from {origin} {data['splits'][split]} "
-              f"({report['unanswerable'][split]} unanswerable), {len(bad)} dropped")
+              f"({report[-1]['unanswerable']} unanswerable), {len(bad)} dropped")
 
     with staged(OUT) as tmp:
         tmp.mkdir()
         for split, rows in prepared.items():
             rows.to_json(tmp / f"{split}.jsonl", lines=True, force_ascii=False)
-    report["dropped_because"] = dict(report["dropped_because"])
     write_json(REPORT, report)
 
 

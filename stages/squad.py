@@ -24,12 +24,13 @@ def model_input(question, context):
     return f"question: {question} context: {context}"
 
 
-def load_split(source, spec, shuffle_seed=None, read=None):
+def load_split(source, spec, shuffle_seed=None, read=None, param=None):
     """Rows of `spec` (Hugging Face slice syntax, e.g. train[:20000]) from `source`, where they came from
     and which rows of it they are (begin, end).
     With a shuffle_seed the slice is taken from the split shuffled with that seed: slices of one split
     stay disjoint, but hold a random sample instead of consecutive (for SQuAD: whole-article) rows.
-    A local file is read with `read` (default read_file), e.g. a cached read_file for slices of one file."""
+    A local file is read with `read` (default read_file), e.g. a cached read_file for slices of one file.
+    `param` (data.splits.train) names the slice in messages."""
     match = SPLIT_SPEC.match(spec)
     if not match:
         raise InputError(f"split {spec!r} is not of the form name[start:stop], e.g. train[:20000]")
@@ -46,7 +47,7 @@ def load_split(source, spec, shuffle_seed=None, read=None):
             raise InputError(f"data.source = {source!r}: cannot load split {name!r} from the Hub ({e})") from None
         origin = f"{source}:{name}"
         rows = check_columns(rows, origin).map(problem_column, features=FEATURES, desc="checking records")
-    begin, end = slice_bounds(start, stop, len(rows), spec, origin)
+    begin, end = slice_bounds(start, stop, len(rows), spec, origin, param)
     if shuffle_seed is not None:
         rows = rows.shuffle(seed=shuffle_seed)
     return rows.select(range(begin, end)), origin, (begin, end)
@@ -70,8 +71,9 @@ def check_disjoint(slices):
         raise InputError("; ".join(problems) + ": make the slices disjoint")
 
 
-def slice_bounds(start, stop, n, spec, origin):
+def slice_bounds(start, stop, n, spec, origin, param=None):
     """Resolve a slice like the Hub does (negative from the end, % rounded), but never shrink it silently."""
+    named = f"{param} = {spec!r}" if param else f"split {spec!r}"
 
     def resolve(bound, default):
         if bound is None:
@@ -81,19 +83,29 @@ def slice_bounds(start, stop, n, spec, origin):
         else:
             value = int(bound)
         if abs(value) > n:
-            raise InputError(f"split {spec!r} asks for row {value}, but {origin} has only {n} rows")
+            begin = start if bound is stop and start and start.isdigit() and int(start) < n else ""
+            within = f"{spec[:spec.index('[')]}[{begin}:{n}]"
+            raise InputError(f"{named} asks for row {value}, but {origin} has only {n} rows"
+                             + (f": set {param} within them, e.g. {within}" if param else ""))
         return value + n if value < 0 else value
 
     begin, end = resolve(start, 0), resolve(stop, n)
     if begin >= end:
-        raise InputError(f"split {spec!r} selects no rows of {origin} ({n} rows)")
+        raise InputError(f"{named} selects no rows of {origin} ({n} rows)")
     return begin, end
 
 
+OFFICIAL_NAMES = {"train": ["train-v1.1", "train-v2.0"], "validation": ["dev-v1.1", "dev-v2.0"]}  # SQuAD's own
+
+
 def split_file(folder, name):
-    found = [folder / f"{name}{ext}" for ext in FILE_FORMATS if (folder / f"{name}{ext}").is_file()]
+    """The file of split `name` in a folder: <name>.json / .jsonl / .parquet, or SQuAD's official names
+    (train-v1.1.json; dev-v1.1.json for validation; v2.0 alike)."""
+    found = [folder / f"{stem}{ext}" for stem in [name, *OFFICIAL_NAMES.get(name, [])] for ext in FILE_FORMATS
+             if (folder / f"{stem}{ext}").is_file()]
     if not found:
-        raise InputError(f"{folder}: no {name}.json, {name}.jsonl or {name}.parquet for split {name!r}")
+        official = "".join(f", nor {stem}.json" for stem in OFFICIAL_NAMES.get(name, []))
+        raise InputError(f"{folder}: no {name}.json, {name}.jsonl or {name}.parquet{official} for split {name!r}")
     if len(found) > 1:
         raise InputError(f"{folder}: split {name!r} is ambiguous ({', '.join(p.name for p in found)}); keep one")
     return found[0]
@@ -159,9 +171,18 @@ def read_json(path):
         raise InputError(f"{path}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
 
 
+class UnreadableLine(dict):
+    """A JSON line that is no JSON object: a record with no fields, whose problem is `reason`, so that
+    data.on_invalid: drop skips it as it skips a record with a bad field."""
+
+    def __init__(self, reason):
+        super().__init__()
+        self.reason = reason
+
+
 def read_json_lines(path):
     """Flat records, one JSON object a line."""
-    empty = True
+    checked, empty = False, True
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -170,14 +191,19 @@ def read_json_lines(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}, line {n}, column {e.colno}: not valid JSON ({e.msg})") from None
+                yield UnreadableLine(f"line {n} is not valid JSON ({e.msg}, column {e.colno})")
+                continue
             if not isinstance(record, dict):
-                raise InputError(f"{path}, line {n}: expected a JSON object, got {described(record)}")
-            if n == 1:
+                yield UnreadableLine(f"line {n}: expected a JSON object, got {described(record)}")
+                continue
+            if not checked:
                 check_fields(record, path)
+                checked = True
             yield record
     if empty:
         raise InputError(f"{path}: the file is empty; expected one SQuAD record a line")
+    if not checked:
+        raise InputError(f"{path}: no line of it is a JSON object; expected one SQuAD record a line")
 
 
 def flatten_articles(document, path):
@@ -248,6 +274,8 @@ def described(value):
 
 def problem(row):
     """Why a record (raw JSON values, or a row of typed columns) is unusable, as a Problem, or None."""
+    if isinstance(row, UnreadableLine):
+        return Problem("record", row.reason)
     if row.get("id") is None or row.get("id") == "":
         return Problem("id", "missing")
     if not isinstance(row["id"], str):

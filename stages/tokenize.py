@@ -3,9 +3,9 @@
 than tokenize.max_source_length becomes overlapping windows (tokenize.stride tokens shared): training
 and validation keep the windows that hold the answer, the test split keeps all of them.
 
-Reads params model.name, model.scratch.vocab_size and tokenize.*; trains the tokenizer when the model
-is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
-metrics/tokenize.json: how many contexts were windowed and answers fell in no window, how many gold
+Reads params model.name, model.scratch.vocab_size, tokenize.* and data.on_invalid; trains the tokenizer
+when the model is built from scratch. Writes data/tokenized/ (datasets save_to_disk, plus tokenizer/) and
+metrics/tokenize.json, a row per split: how many contexts were windowed and answers fell in no window, how many gold
 answers no span of the context's tokens copies and how many the tokenizer cannot spell (encode ->
 decode does not give them back), hence the best exact match extractive decoding and free generation
 can reach.
@@ -156,7 +156,7 @@ def check_source_length(model_name, max_source_length):
                          f"{model_name!r} can read ({limit} positions): set it to {limit} or less")
 
 
-@cli
+@cli(outputs=[REPORT])
 def main():
     p = params.load()
     rows = {split: squad.read_prepared(PREPARED / f"{split}.jsonl") for split in squad.SPLITS}
@@ -173,7 +173,7 @@ def main():
         rows["train"] = rows["train"].map(one_row_per_answer, batched=True, desc="one row per gold answer")
     limits = {key: settings[key] for key in ("max_source_length", "max_target_length", "stride")}
     no_answer_labels = tokenizer(text_target="")["input_ids"]
-    report = {}
+    report = []  # a row per split: a bar chart in `dvc plots show`
     encoded = datasets.DatasetDict()
     drop_too_long = p["data"]["on_invalid"] == "drop"
     for split, split_rows in rows.items():
@@ -197,7 +197,8 @@ def main():
             if window == 0:
                 ceilings["extractive"][qid] = ceilings["extractive"].get(qid, False) or copyable
                 ceilings["generation"][qid] = ceilings["generation"].get(qid, False) or spellable
-        report[split] = {
+        report.append({
+            "split": split,
             "questions": asked,
             "questions_too_long": asked - len(set(counts["id"])),  # dropped (data.on_invalid: drop)
             "source_tokens_mean": round(sum(counts["source_tokens"]) / len(enc), 1),
@@ -209,7 +210,7 @@ def main():
             "gold_answers_not_spelled": sum(counts["golds_not_spelled"]),
             **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / asked, 2)
                for mode, reached in ceilings.items()},
-        }
+        })
         if split != "test":  # the test split keeps every window and its offsets: evaluation answers each
             share = settings["no_answer_windows"] if split == "train" else 0.0
             enc = training_windows(enc, share, no_answer_labels, p["seed"]).remove_columns("offsets")
@@ -218,9 +219,9 @@ def main():
                     f"{path}: no {split} example: the answers of all {asked} questions lie across the windows' "
                     f"edges, in no window of tokenize.max_source_length = {limits['max_source_length']} tokens "
                     f"sharing tokenize.stride = {limits['stride']}: raise either")
-        report[split]["examples"] = len(enc)
+        report[-1]["examples"] = len(enc)
         encoded[split] = enc.remove_columns([c for c in REPORTED if c not in ("id", "window")])
-        print(f"{split}: {report[split]}")
+        print(report[-1])
 
     with staged(OUT) as tmp:
         encoded.save_to_disk(str(tmp))

@@ -1,8 +1,9 @@
 """Stage 3: fine-tune (or train from scratch) the seq2seq model with Hugging Face's Seq2SeqTrainer.
 
-Reads params seed, model.* and train.*; logs loss, learning rate, eval loss and system metrics (CPU, GPU,
-memory) with DVCLive to dvclive/, and to Weights & Biases when train.report_to names wandb;
-writes the model (safetensors), its tokenizer and generation config to models/.
+Reads params seed, model.*, train.*, tokenize.* and data.source / splits; logs loss, learning rate, eval loss,
+validation EM / F1 / ROUGE-L and system metrics (CPU, GPU, memory) with DVCLive to dvclive/plots/metrics/, and
+to Weights & Biases when train.report_to names wandb; writes the model (safetensors), its tokenizer, generation
+config and model card (stages/card.py) to models/.
 """
 
 import ctypes
@@ -41,7 +42,7 @@ TOKENIZE_REPORT = Path("metrics/tokenize.json")  # split sizes and ceilings, for
 VALIDATION_METRICS = ("exact_match", "f1", "rougeL")  # answered validation questions, at each evaluation
 OUT = Path("models")
 CHECKPOINTS = Path("checkpoints")  # outside the stage's outs, which `dvc repro` deletes before it runs
-LIVE_DIR = Path("dvclive")
+CURVES = Path("dvclive/plots/metrics")  # DVCLive's curves and system metrics, in git (dvc.yaml: plots)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
 
@@ -264,7 +265,7 @@ def die_with_the_launcher():
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-@cli
+@cli(outputs=[CURVES])
 def main():
     die_with_the_launcher()
     p = params.load()
@@ -313,8 +314,8 @@ def main():
             print(f"resuming from {resume} (an interrupted run of these params and data)")
         monitor_gpu_only_with_nvml()
     # `with`: an error mid-training must also stop DVCLive's monitor thread, or the process never exits.
-    # The curves are written beside the checkpoints and replace the git-tracked dvclive/ only once the
-    # run has finished: a failed or interrupted run leaves the last finished run's curves as they were.
+    # The curves are written beside the checkpoints (a resumed run continues them) and replace the git-tracked
+    # ones once the run has finished (a failed or interrupted one puts those back: errors.restore).
     live_dir = checkpoints / "dvclive"
     logger = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, monitor_system=True) if main_process
               else nullcontext())
@@ -332,12 +333,14 @@ def main():
     # the weights from all of them), the main one writes
     with staged(OUT) if main_process else nullcontext(staging_path(OUT)) as tmp:
         trainer.save_model(str(tmp))
+        if main_process:  # a pickle of the Trainer's settings, the run's name and paths among them: not the model
+            (tmp / "training_args.bin").unlink()
         if main_process:
             card.write(tmp / "README.md", p, model, json.loads(TOKENIZE_REPORT.read_text()),
                        trainer.state.log_history)
     if main_process:
-        with staged(LIVE_DIR) as tmp:
-            shutil.copytree(live_dir, tmp)
+        with staged(CURVES) as tmp:
+            shutil.copytree(live_dir / "plots" / "metrics", tmp)
         remove(checkpoints)  # done: nothing left to resume
 
 

@@ -20,6 +20,11 @@ def window(tokenizer, context=CONTEXT, question=QUESTION):
     return w
 
 
+def by_split(report_path):
+    """A stage report (metrics/data.json, metrics/tokenize.json: a row per split) as {split: row}."""
+    return {row["split"]: row for row in json.loads(Path(report_path).read_text())}
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end to end through dvc or subprocesses (make test-slow; CI runs both tiers)")
 

@@ -3,9 +3,8 @@ from huggingface_hub import ModelCard
 
 from stages import card, modeling, params, vocabulary
 
-REPORT = {split: {"questions": n, "examples": n + 5, "exact_match_ceiling_extractive": 99.5,
-                  "exact_match_ceiling_generation": 97.25} for split, n in (("train", 400), ("validation", 80),
-                                                                             ("test", 60))}
+REPORT = [{"split": split, "questions": n, "examples": n + 5, "exact_match_ceiling_extractive": 99.5,
+           "exact_match_ceiling_generation": 97.25} for split, n in (("train", 400), ("validation", 80), ("test", 60))]
 LOG = [{"loss": 3.2, "step": 10}, {"eval_loss": 2.0, "eval_exact_match": 40.0, "eval_f1": 45.5, "epoch": 1.0},
        {"eval_loss": 1.5, "eval_exact_match": 55.0, "eval_f1": 58.25, "epoch": 2.0},
        {"eval_loss": 1.4, "eval_exact_match": 52.5, "eval_f1": 56.0, "epoch": 3.0}]

@@ -14,7 +14,7 @@ from transformers import BartConfig, BartForConditionalGeneration, MT5Config, MT
     T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from stages import vocabulary
-from tests.conftest import SQUAD_SAMPLE, T5_SMALL_VOCAB
+from tests.conftest import SQUAD_SAMPLE, T5_SMALL_VOCAB, by_split
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = {"train": "train[:96]", "validation": "train[96:112]", "test": "validation[:16]"}
@@ -125,7 +125,7 @@ def test_real_squad_with_t5_small_s_tokenizer_answers_with_spans_of_the_context(
     for stage in ("prepare", "tokenize", "train", "evaluate"):
         run(work, stage)
 
-    report = json.loads((work / "metrics" / "tokenize.json").read_text())
+    report = by_split(work / "metrics" / "tokenize.json")
     assert report["test"]["windowed"] > 0
     assert 0 < report["test"]["exact_match_ceiling_extractive"] <= 100  # long answers may span two windows
     contexts = {row["id"]: row for row in map(json.loads, (work / "data/prepared/test.jsonl").read_text().splitlines())}

@@ -186,3 +186,8 @@ def test_on_ascii_text_rouge_is_rouge_score_s_own():
         assert AnyScriptTokenizer().tokenize(gold) == rouge_tokenize.tokenize(gold, None)
         ours, theirs = score_question(prediction, [gold]), plain.score(gold, prediction)
         assert [ours[name] for name in ROUGE_TYPES] == [100 * theirs[name].fmeasure for name in ROUGE_TYPES]
+
+
+def test_empty_answers_are_counted():
+    result, _ = score({"q1": ["Paris"], "q2": ["Rome"], "q3": []}, {"q1": "", "q2": "Rome", "q3": ""})
+    assert result["empty_predictions"] == 2 and result["missing_predictions"] == 0

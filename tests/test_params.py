@@ -1,3 +1,4 @@
+import difflib
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,21 @@ def test_an_unknown_key_is_an_error_naming_the_nearest_param(tmp_path):
         params.load(path)
     with pytest.raises(InputError, match=r"colour is not a param of this pipeline$"):
         params.load(edited(tmp_path, lambda p: p.update(colour="blue")))
+
+
+@pytest.mark.parametrize("override, changed", [
+    ("train.lr=3e-4", ["-   lr: 7.0e-4", "+   lr: 0.0003"]),
+    ("train.report_to=[dvclive,wandb]", ["+   - wandb"]),
+    ("evaluate.extractive=false", ["-   extractive: true ", "+   extractive: false "]),
+    ("data.splits.train='train[:5000]'", ["-     train: train[:20000]", "+     train: train[:5000]"]),
+])
+def test_dvc_exp_run_s_changes_only_the_lines_it_sets(tmp_path, override, changed):
+    """`dvc exp run -S` rewrites params.yaml with its own YAML writer: params.yaml is in that writer's style,
+    so the experiment's diff is what the user set and nothing else."""
+    from dvc.utils.hydra import apply_overrides
+    path = tmp_path / "params.yaml"
+    shutil.copy(DEFAULTS, path)
+    before = path.read_text().splitlines()
+    apply_overrides(path, [override])
+    diff = [line for line in difflib.ndiff(before, path.read_text().splitlines()) if line[0] in "+-"]
+    assert len(diff) == len(changed) and all(line.startswith(start) for line, start in zip(diff, changed)), diff

@@ -10,7 +10,7 @@ import yaml
 
 from stages import prepare, squad
 from stages.outputs import staging_path
-from tests.conftest import squad_v1, squad_v2
+from tests.conftest import by_split, squad_v1, squad_v2
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = ROOT / "params.yaml"
@@ -45,10 +45,10 @@ def test_writes_flat_splits_and_a_report(project):
     prepare.main()
     assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1", "q2"]
     assert [r["id"] for r in read_jsonl("data/prepared/test.jsonl")] == ["v1"]
-    report = json.loads(Path("metrics/data.json").read_text())
-    assert report["rows"] == {"train": 2, "validation": 1, "test": 1}
-    assert report["dropped"] == {"train": 0, "validation": 0, "test": 0}
-    assert report["unanswerable"] == {"train": 0, "validation": 0, "test": 0}
+    report = by_split("metrics/data.json")
+    assert {split: row["rows"] for split, row in report.items()} == {"train": 2, "validation": 1, "test": 1}
+    assert all(row["dropped"] == row["unanswerable"] == 0 and row["dropped_because"] == {} for row in report.values())
+    assert report["train"]["source"] == "raw/train.json" and report["test"]["slice"] == "validation"
 
 
 def test_each_file_is_read_once_though_two_splits_are_slices_of_it(project, monkeypatch):
@@ -66,7 +66,7 @@ def test_squad_v2_unanswerable_questions_are_kept_and_counted(project):
     prepare.main()
     rows = read_jsonl("data/prepared/test.jsonl")
     assert [(r["id"], r["answers"]["text"]) for r in rows] == [("v1", ["France"]), ("v2", [])]
-    assert json.loads(Path("metrics/data.json").read_text())["unanswerable"]["test"] == 1
+    assert by_split("metrics/data.json")["test"]["unanswerable"] == 1
 
 
 def break_answer(project):
@@ -91,8 +91,8 @@ def test_drop_skips_invalid_records_and_reports_why(project):
     set_params(project, on_invalid="drop")
     prepare.main()
     assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
-    report = json.loads(Path("metrics/data.json").read_text())
-    assert report["dropped"]["train"] == 1
+    report = by_split("metrics/data.json")["train"]
+    assert report["dropped"] == 1
     assert report["dropped_because"] == {"answers.answer_start": 1}
 
 
@@ -107,7 +107,7 @@ def test_a_repeated_id_is_invalid_and_drop_keeps_its_first_record(project, capsy
     prepare.main()
     first = data["data"][0]["paragraphs"][0]["qas"][0]
     assert [(r["id"], r["question"]) for r in read_jsonl("data/prepared/train.jsonl")] == [("q1", first["question"])]
-    assert json.loads(Path("metrics/data.json").read_text())["dropped_because"] == {"id": 1}
+    assert by_split("metrics/data.json")["train"]["dropped_because"] == {"id": 1}
 
 
 def test_a_field_of_the_wrong_type_names_file_id_and_field_and_drop_drops_it(project, capsys):
@@ -121,9 +121,9 @@ def test_a_field_of_the_wrong_type_names_file_id_and_field_and_drop_drops_it(pro
     set_params(project, on_invalid="drop")
     prepare.main()
     assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
-    report = json.loads(Path("metrics/data.json").read_text())
+    report = by_split("metrics/data.json")["train"]
     assert report["dropped_because"] == {"answers": 1}
-    assert report["unanswerable"]["train"] == 0  # the dropped record's emptied answers are not counted
+    assert report["unanswerable"] == 0  # the dropped record's emptied answers are not counted
 
 
 def test_overlapping_train_and_validation_slices_stop_before_any_output(project, capsys):
@@ -183,3 +183,18 @@ def test_a_split_file_without_questions_says_so(project, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: raw/validation.json: no questions in it (no paragraph has qas)")
     assert not Path("data").exists()
+
+
+def test_an_unreadable_jsonl_line_stops_with_its_line_or_is_dropped_and_counted(project, capsys):
+    rows = squad.read_file(project / "raw" / "train.json").remove_columns("problem").to_list()
+    (project / "raw" / "train.json").unlink()
+    (project / "raw" / "train.jsonl").write_text(
+        "\n".join([json.dumps(rows[0]), '{"id": "q2", oops', json.dumps(rows[2])]) + "\n")
+    with pytest.raises(SystemExit):
+        prepare.main()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: raw/train.jsonl: record 2 of train[:2]: record: line 2 is not valid JSON (")
+    set_params(project, on_invalid="drop")
+    prepare.main()
+    assert [r["id"] for r in read_jsonl("data/prepared/train.jsonl")] == ["q1"]
+    assert by_split("metrics/data.json")["train"]["dropped_because"] == {"record": 1}

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from stages import score
+from stages.errors import InputError
 from tests.conftest import squad_v2
 
 
@@ -63,3 +64,26 @@ def test_a_question_without_answer_texts_names_its_file_and_id(capsys, write_jso
     assert e.value.code == 1
     assert capsys.readouterr().err.strip() == (f"error: {dataset}: id 'q3': answers.text: expected a string, got null; "
                                                "scoring needs each question's id and answer texts")
+
+
+def test_the_pipeline_s_own_predictions_file_is_read_as_it_is(capsys, tmp_path, write_json, small_squad):
+    """data/predictions/test.jsonl: a row a question, with id and prediction among its fields."""
+    rows = [{"id": "q1", "question": "Where?", "prediction": "London", "exact_match": 100.0},
+            {"id": "q2", "question": "When?", "prediction": "1815", "exact_match": 100.0}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run(capsys, write_json("dev.json", small_squad), tmp_path / "test.jsonl")
+    assert result["exact_match"] == pytest.approx(200 / 3) and result["missing_predictions"] == 1
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("pred.jsonl", '{"id": "q1", "answer": "London"}\n', r"pred\.jsonl, line 1: expected an object with id and "
+                                                          r"prediction \(data/predictions/\*\.jsonl\)"),
+    ("pred.jsonl", '{"id": "q1", "prediction": "London"}\n{oops\n', r"pred\.jsonl, line 2: not valid JSON"),
+    ("pred.json", '["London"]', r"pred\.json: expected a JSON object mapping question id to answer text, or JSON "
+                                r"lines with id and prediction \(data/predictions/\*\.jsonl\)"),
+])
+def test_a_predictions_file_of_another_shape_says_what_is_expected(tmp_path, write_json, small_squad, name, content,
+                                                                   message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=message):
+        score.read_predictions(tmp_path / name)

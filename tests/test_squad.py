@@ -208,3 +208,33 @@ def test_prepared_splits_keep_their_types_however_their_values_look(tmp_path):
              "question": "When?", "answers": {"text": [f"2001-01-0{i}"], "answer_start": [13]}} for i in range(1, 4)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert squad.read_prepared(tmp_path / "test.jsonl").to_list() == rows
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v2.0"])
+def test_the_official_file_names_are_read_as_they_are(tmp_path, write_json, small_squad, version):
+    """SQuAD's own train-v1.1.json / dev-v1.1.json (v2.0 alike): the dev file is the validation split."""
+    write_json(f"train-{version}.json", small_squad)
+    write_json(f"dev-{version}.json", small_squad)
+    assert squad.load_split(str(tmp_path), "train[:2]")[1] == str(tmp_path / f"train-{version}.json")
+    assert squad.load_split(str(tmp_path), "validation")[1] == str(tmp_path / f"dev-{version}.json")
+    write_json("train.json", small_squad)
+    with pytest.raises(InputError, match=r"split 'train' is ambiguous \(train\.json, train-v.\..\.json\)"):
+        squad.load_split(str(tmp_path), "train")
+
+
+def test_a_slice_beyond_its_file_names_the_row_count_and_the_param(tmp_path, write_json, small_squad):
+    write_json("train.json", small_squad)
+    with pytest.raises(InputError, match=r"^data.splits.validation = 'train\[2:22000\]' asks for row 22000, but "
+                                         r".*train\.json has only 3 rows: set data.splits.validation within them, "
+                                         r"e\.g\. train\[2:3\]$"):
+        squad.load_split(str(tmp_path), "train[2:22000]", param="data.splits.validation")
+
+
+def test_an_unreadable_json_line_is_a_record_with_its_problem(tmp_path, small_squad, write_json):
+    """So that data.on_invalid: drop skips it, as it skips a record with a bad field."""
+    write_json("nested.json", small_squad)
+    good = [json.dumps(r) for r in squad.read_file(tmp_path / "nested.json").remove_columns("problem").to_list()]
+    (tmp_path / "train.jsonl").write_text("\n".join([good[0], '{"id": "q2", "context": oops', good[2]]) + "\n")
+    rows = squad.read_file(tmp_path / "train.jsonl")
+    assert rows["id"] == ["q1", None, "q3"]
+    assert rows["problem"][1] == {"field": "record", "reason": "line 2 is not valid JSON (Expecting value, column 25)"}

@@ -9,7 +9,7 @@ import yaml
 from stages import spans, squad, tokenize, vocabulary
 from stages.errors import InputError
 from stages.tokenize import encode, fingerprint, one_row_per_answer, training_windows
-from tests.conftest import T5_SMALL_TOKENIZER
+from tests.conftest import T5_SMALL_TOKENIZER, by_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,7 +215,7 @@ def test_a_question_too_long_for_the_source_budget_is_named_or_dropped_and_count
     assert not (tmp_path / "data/tokenized").exists()
     tokenize_project(tmp_path / "drop", monkeypatch, rows, max_source_length=48, stride=12, on_invalid="drop")
     tokenize.main()
-    report = json.loads((tmp_path / "drop/metrics/tokenize.json").read_text())["train"]
+    report = by_split(tmp_path / "drop/metrics/tokenize.json")["train"]
     assert report["questions"] == 2 and report["questions_too_long"] == 1
     assert set(datasets.load_from_disk(str(tmp_path / "drop/data/tokenized"))["train"]["id"]) == {"q1"}
 
