@@ -120,7 +120,8 @@ def how_to_get(folder):
             outs = [changed.get("changed outs", {}) for entries in repo.status(targets=[name]).values()
                     for changed in entries if isinstance(changed, dict)]
             cached = any(out.get(name) == "deleted" for out in outs)  # missing here, in the cache ("not in cache")
-            remote = repo.status(targets=[name], cloud=True).get(name) == "deleted"  # on the remote, not here
+            remote = any(state == "deleted" for path, state in repo.status(targets=[name], cloud=True).items()
+                         if path == name or path.startswith(f"{name}/"))  # on the remote, not here
     except Exception:  # noqa: BLE001 -- no DVC project here, or no remote reachable: training is the way
         cached = remote = False
     if cached or remote:

@@ -4,6 +4,7 @@ editing a module re-runs the stages that use it and no other."""
 import ast
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,10 @@ def test_the_trained_model_is_declared_as_the_artifact_its_card_names():
     assert set(artifact["meta"]) >= {"base_model", "task", "data_source"} and "question-answering" in artifact["labels"]
     outs = dvc_yaml["stages"]["train"]["outs"]
     assert "models" in [next(iter(out)) if isinstance(out, dict) else out for out in outs]
+
+
+def test_the_folder_the_readme_puts_real_data_in_is_a_dependency_of_prepare():
+    """Editing the files there re-runs prepare: DVC hashes the dependency folder, subfolders included."""
+    source = re.search(r"-S data\.source=(data/\S+)", (ROOT / "README.md").read_text()).group(1)
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["deps"]
+    assert any(Path(source).is_relative_to(dep) for dep in deps if not dep.startswith("stages/")), source

@@ -176,6 +176,7 @@ def lock_md5(repo, stage, out, rev=None):
 
 
 GIT_TRACKED_OUTPUTS = ["metrics", "dvclive"]
+RAN_BEFORE = ("-S", "train.lr=3e-4", "-S", "train.report_to=[dvclive]")  # the experiment of the lr test
 
 
 def test_params_that_already_ran_are_restored_from_the_run_cache_not_trained_again(repo):
@@ -296,6 +297,21 @@ def test_push_then_a_fresh_clone_pulls_identical_artifacts(repo):
         for f in files:
             assert (repo / f).read_bytes() == (clone / f).read_bytes(), f
     assert "Data and pipelines are up to date" in sh(clone, sys.executable, "-m", "dvc", "status")
+
+
+def test_a_second_clone_restores_any_run_made_in_the_first_and_trains_nothing(repo):
+    """`python -m stages.share` here (dvc push, the run-cache and every remembered run's outputs), `dvc pull`
+    in a second clone: there, going to the params of any run made here restores it instead of training."""
+    out = sh(repo, sys.executable, "-m", "stages.share")
+    assert re.search(r"pushed the workspace, \d+ run records and \d+ more of their outputs", out), out
+    clone = repo.parent / "run-cache-clone"
+    sh(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, sys.executable, "-m", "dvc", "pull", "--run-cache")
+    p = yaml.safe_load((clone / "params.yaml").read_text())
+    p["train"].update(lr=3e-4, report_to=["dvclive"])  # RAN_BEFORE
+    (clone / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = sh(clone, sys.executable, "-m", "dvc", "repro", "--pull")
+    assert "Stage 'train' is cached - skipping run" in out and "Running stage" not in out, out[-2000:]
 
 
 def free_port():
@@ -426,6 +442,14 @@ def test_a_queued_grid_runs_and_its_results_can_be_applied_and_branched(repo):
     assert float(yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]) == 1e-4
     sh(repo, sys.executable, "-m", "dvc", "exp", "branch", name, "lr-1e-4")
     assert "lr-1e-4" in sh(repo, "git", "branch")
+
+
+def test_a_queued_run_of_params_that_already_ran_is_restored_not_trained(repo):
+    out = sh(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", *RAN_BEFORE)
+    name = re.search(r"Queued experiment '([^']+)'", out).group(1)
+    run_queue(repo, workers=1)
+    log = sh(repo, sys.executable, "-m", "dvc", "queue", "logs", name)
+    assert "Stage 'train' is cached - skipping run" in log and "Running stage 'train'" not in log, log[-2000:]
 
 
 def run_queue(repo, workers):
