@@ -51,17 +51,22 @@ def body(p, model, report, curve, best):
     shaped = "\n".join(f"| `{name}` | `{json.dumps(value)}` |" for name, value in flat(
         {"model": p["model"], "tokenize": p["tokenize"], "train": p["train"], "seed": p["seed"]}))
     points = "\n".join(f"| {epoch:g} | {em:.2f} | {f1:.2f} |" for epoch, em, f1 in curve) or "| - | - | - |"
-    ceilings = "\n".join(f"| {split} | {report[split]['exact_match_ceiling_extractive']} | "
+    ceilings = "\n".join(f"| {split} | {nothing_to_copy(report[split]['exact_match_ceiling_extractive'])} | "
                          f"{report[split]['exact_match_ceiling_generation']} |"
                          for split in ("train", "validation", "test"))
     settings = config.task_specific_params["question-answering"]
+    task = ("A sequence-to-sequence model that answers a question about a passage: it reads\n"
+            "`question: <question> context: <passage>` and writes the answer, copied from the passage."
+            if settings["context"] else
+            "A sequence-to-sequence model that answers a question from what it learned in training, with no "
+            "passage\n(closed book, `task.variant: closed_book`): it reads `question: <question>` and writes the "
+            "answer.")
     validation = (f"Best epoch {best[0]:g}: exact match {best[1]:.2f}, F1 {best[2]:.2f}; last epoch {curve[-1][0]:g}: "
                   f"exact match {curve[-1][1]:.2f}, F1 {curve[-1][2]:.2f}." if best else
                   "No validation questions were answered (`train.eval_questions: 0`): eval loss only.")
     return f"""# {ARTIFACT}
 
-A sequence-to-sequence model that answers a question about a passage: it reads
-`question: <question> context: <passage>` and writes the answer, copied from the passage.
+{task}
 {shape}; {origin}.
 
 Trained by this project's DVC pipeline (`dvc repro`). At the same commit, `metrics/eval.json` holds this
@@ -134,6 +139,11 @@ and `generation_config.json` the answers' length ({settings['max_new_tokens']} t
 - Answers longer than {p['tokenize']['max_target_length']} tokens were cut in training; characters its
   vocabulary lacks come back only when it copies (extractive), not in free generation.
 """
+
+
+def nothing_to_copy(ceiling):
+    """The extractive ceiling, or why there is none: closed-book inputs hold no context to copy from."""
+    return "does not apply (no context)" if ceiling is None else ceiling
 
 
 def flat(section, prefix=""):

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from stages import spans, windows
+from stages.errors import InputError
 
 PREFETCH = 2  # generation batches padded ahead of the one the model answers
 
@@ -190,7 +191,13 @@ def answer(model, tokenizer, ids, windows, contexts, batch_size, max_new_tokens,
 def answer_questions(model, tokenizer, questions, contexts, tokenize_params, evaluate_params):
     """Answers in the order of the questions, read as the tokenize stage reads them (long contexts as
     windows) and decoded as the evaluate stage decodes the test split; None for a question that leaves
-    its context no room (windows.too_long)."""
+    its context no room (windows.too_long). With tokenize_params' context false (closed book) the
+    inputs are the questions alone, answered by free generation."""
+    if not tokenize_params.get("context", True):
+        if evaluate_params["extractive"]:
+            raise InputError("extractive answers copy from the context, and closed-book inputs have none: "
+                             "answer by free generation (task.variant: closed_book)")
+        contexts = [None] * len(questions)
     per_question = windows.split(tokenizer, questions, contexts, tokenize_params["max_source_length"],
                                  tokenize_params["stride"])
     ids = [i for i, question_windows in enumerate(per_question) for _ in question_windows]

@@ -5,17 +5,19 @@ precision / recall and ROUGE, 0-100, max over gold answers), data/predictions/te
 question) and, for error analysis, EM and F1 by question word and by answer length in metrics/breakdown/.
 """
 
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import datasets
 
 from stages import decoding, metrics, modeling, params, squad, tracking
-from stages.errors import cli
+from stages.errors import InputError, cli
 from stages.outputs import staged, write_json, write_jsonl
 
 TEST_ROWS = Path("data/prepared/test.jsonl")
 TEST_INPUTS = Path("data/tokenized/test")
+READING = Path("data/tokenized/reading.json")  # whether the inputs hold the context
 MODEL = Path("models")
 METRICS_FILE = Path("metrics/eval.json")
 PREDICTIONS = Path("data/predictions")
@@ -68,7 +70,11 @@ def long_contexts(ids, chosen, per_question):
 @cli(outputs=[METRICS_FILE, BREAKDOWNS])
 def main():
     p = params.load()
-    hp = p["evaluate"]
+    hp, variant = p["evaluate"], p["task"]["variant"]
+    context = json.loads(READING.read_text())["context"]
+    if context != (variant != "closed_book"):
+        raise InputError(f"task.variant = {variant!r}, but {TEST_INPUTS.parent}/ was tokenized for "
+                         f"{'another variant' if context else 'closed_book'}: run `dvc repro`")
     model, tokenizer = modeling.load_trained(MODEL)
     # as plain lists, read once: a Dataset's columns are read row by row each time
     test = datasets.load_from_disk(str(TEST_INPUTS)).select_columns(["id", "input_ids", "offsets"]).to_dict()
@@ -77,7 +83,7 @@ def main():
     contexts = {row["id"]: row["context"] for row in questions}
     chosen = decoding.answer(model, tokenizer, test["id"], list(zip(test["input_ids"], test["offsets"])),
                              [contexts[qid] for qid in test["id"]], hp["batch_size"], hp["max_new_tokens"],
-                             hp["extractive"])
+                             variant == "extractive")
     predictions = {qid: answer for qid, (answer, _) in chosen.items()}
     golds = {row["id"]: row["answers"]["text"] for row in questions}
     summary, per_question = metrics.score(golds, predictions)

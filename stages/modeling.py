@@ -131,13 +131,14 @@ def how_to_get(folder):
 
 
 QA = "question-answering"  # the config's task_specific_params entry: how the model reads and answers
-READING = {"max_source_length": 512, "stride": 128, "max_new_tokens": 32}  # for checkpoints without that entry
+READING = {"context": True, "max_source_length": 512, "stride": 128, "max_new_tokens": 32}  # checkpoints without it
 
 
-def keep_reading(model, tokenize_params):
-    """Write into the model's config how it reads questions (input, source budget, windows' overlap) and how long
-    its answers are: whoever loads the folder answers as the pipeline does, without its params.yaml."""
-    settings = {"input": squad.model_input("{question}", "{context}"),
+def keep_reading(model, tokenize_params, context=True):
+    """Write into the model's config how it reads questions (input, with the context or, closed book, without;
+    source budget, windows' overlap) and how long its answers are: whoever loads the folder answers as the
+    pipeline does, without its params.yaml."""
+    settings = {"input": squad.model_input("{question}", "{context}" if context else None), "context": context,
                 "max_source_length": tokenize_params["max_source_length"], "stride": tokenize_params["stride"],
                 "max_new_tokens": tokenize_params["max_target_length"]}
     kept = getattr(model.config, "task_specific_params", None) or {}  # t5-small's: summarization, translation

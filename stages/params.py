@@ -19,6 +19,8 @@ SPLIT_SPEC = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 FEED_FORWARD = ("relu", "gated-gelu")  # T5 v1.0's and v1.1's feed-forward blocks
 REPORTERS = {"dvclive", "wandb"}  # dvclive is required: dvc.yaml's plots come from it
+VARIANTS = ("extractive", "generative", "closed_book")  # the notebook's three kinds of question answering
+RENAMED = {"evaluate.extractive": "task.variant: extractive (true), generative (false) or closed_book"}
 
 
 def is_scratch(model_params):
@@ -32,6 +34,7 @@ def positive(v):
 
 SCHEMA = {
     "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "task.variant": (str, lambda v: v in VARIANTS, "extractive, generative or closed_book"),
     "data.source": (str, bool, "a Hub dataset id or a local folder"),
     "data.splits.train": (str, SPLIT_SPEC.match, "a split slice such as train[:20000]"),
     "data.splits.validation": (str, SPLIT_SPEC.match, "a split slice such as train[20000:25000]"),
@@ -67,7 +70,6 @@ SCHEMA = {
     "train.report_to": (list, lambda v: "dvclive" in v and set(v) <= REPORTERS, "a list: dvclive, optionally wandb"),
     "evaluate.batch_size": (int, positive, "an integer > 0"),
     "evaluate.max_new_tokens": (int, positive, "an integer > 0"),
-    "evaluate.extractive": (bool, lambda v: True, "true or false"),
 }
 
 COMBINATIONS = [  # checked once every value has its type
@@ -107,7 +109,9 @@ def load(path=PARAMS_FILE):
         else:
             section[leaf] = value
     for name in leaves(params):
-        if name not in SCHEMA:  # a misspelt key would otherwise be ignored while its default is used
+        if name in RENAMED:
+            problems.append(f"{name} is now {RENAMED[name]}")
+        elif name not in SCHEMA:  # a misspelt key would otherwise be ignored while its default is used
             guess = nearest(name)
             problems.append(f"{name} is not a param of this pipeline" + (f" (did you mean {guess}?)" if guess else ""))
     if not problems:

@@ -20,8 +20,8 @@ from stages.errors import InputError, cli
 MODEL = Path("models")
 
 
-def read_questions(path):
-    """The questions of a JSON-lines file, as {line number: row}."""
+def read_questions(path, context=True):
+    """The questions of a JSON-lines file, as {line number: row}; each with its context unless not `context`."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -34,7 +34,7 @@ def read_questions(path):
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}, line {n}: not JSON ({e.msg}); write one object per line") from None
-        for field in ("question", "context"):
+        for field in ("question", "context") if context else ("question",):
             if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
                 raise InputError(f"{path}, line {n}: field {field!r} must be a non-empty string")
         rows[n] = row
@@ -47,23 +47,25 @@ def read_questions(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--question")
-    parser.add_argument("--context")
+    parser.add_argument("--context", help="the passage (not for a closed-book model)")
     parser.add_argument("--file", help="JSON lines with question and context")
     parser.add_argument("--model", type=Path, default=MODEL, help="model folder (default: models/)")
     parser.add_argument("--free", action="store_true", help="free generation instead of a span of the context")
     parser.add_argument("--batch-size", type=int, default=64, help="windows answered at once")
     args = parser.parse_args(argv)
     if bool(args.file) == bool(args.question or args.context):
-        parser.error("give either --question and --context, or --file")
-    if not args.file and not (args.question and args.context):
-        parser.error("--question and --context go together")
-
-    rows = read_questions(args.file) if args.file else {0: {"question": args.question, "context": args.context}}
+        parser.error("give either --question (and --context), or --file")
     model, tokenizer = modeling.load_trained(args.model)
     reading = modeling.reading(model)
+    if not args.file and bool(args.context) != reading["context"]:
+        raise InputError("--context: this model answers from the question alone (trained closed-book): leave it out"
+                         if args.context else "--context: this model reads the question with its context: give it")
+    rows = (read_questions(args.file, reading["context"]) if args.file else
+            {0: {"question": args.question, "context": args.context}})
     answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows.values()],
-                                       [row["context"] for row in rows.values()], reading,
-                                       {**reading, "batch_size": args.batch_size, "extractive": not args.free})
+                                       [row.get("context") for row in rows.values()], reading,
+                                       {**reading, "batch_size": args.batch_size,
+                                        "extractive": reading["context"] and not args.free})
     for n, text in zip(rows, answers):
         if text is None:
             where = f"{args.file}, line {n}" if args.file else "--question"

@@ -21,7 +21,8 @@ FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 def model_input(question, context):
-    return f"question: {question} context: {context}"
+    """The model's input; the question alone (closed book) where context is None."""
+    return f"question: {question}" if context is None else f"question: {question} context: {context}"
 
 
 def load_split(source, spec, shuffle_seed=None, read=None, param=None):

@@ -28,6 +28,7 @@ from stages.outputs import staged, write_json
 PREPARED = Path("data/prepared")
 OUT = Path("data/tokenized")
 REPORT = Path("metrics/tokenize.json")
+READING = OUT / "reading.json"  # whether inputs hold the context (task.variant closed_book: not), for train
 # encode is mostly Python: a process per two of the cores it may use (often one physical core) on a GPU
 # machine's many; a 2-core machine keeps one, where two were no faster. macOS has no affinity to ask.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -36,7 +37,7 @@ REPORTED = ["id", "window", "source_tokens", "holds_answer", "windowed", "answer
             "golds_not_copyable", "golds_not_spelled", "copyable", "spellable"]  # encode's columns for the report
 
 
-def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_too_long=False):
+def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_too_long=False, reads_context=True):
     """One row per window of each question's input (windows.split; a context that fits is one window),
     with the context characters each input token covers (offsets: evaluation copies answers by them)
     and the first gold answer as its target ("" for a question without one: SQuAD v2's "no answer"):
@@ -45,8 +46,10 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_
     count per question, on its first window: what truncation cut, which gold answers no span of the context's
     tokens covers (extractive decoding cannot answer them) and which the tokenizer cannot spell
     (decoding their tokens does not give them back: free generation cannot answer them). A question
-    too long to leave its context room is an InputError, or has no row with drop_too_long."""
-    per_question = windows.split(tokenizer, batch["question"], batch["context"], max_source_length, stride)
+    too long to leave its context room is an InputError, or has no row with drop_too_long. Without
+    `reads_context` (closed book) the input is the question alone and the target the answer tokenized alone."""
+    contexts = batch["context"] if reads_context else [None] * len(batch["question"])
+    per_question = windows.split(tokenizer, batch["question"], contexts, max_source_length, stride)
     head, tail = spans.target_specials(tokenizer)
     room = max_target_length - len(head) - len(tail)
     out = {key: [] for key in ["input_ids", "attention_mask", "offsets", "labels", *REPORTED]}
@@ -70,7 +73,8 @@ def encode(batch, tokenizer, max_source_length, max_target_length, stride, drop_
         spelled_back = [metrics.exact_match(spelled, text) == 1 for spelled, (text, _) in
                         zip(tokenizer.batch_decode(written, skip_special_tokens=True), golds)]
         text, start = golds[0]
-        holds = [start is None or w.first <= start and start + len(text) <= w.end for w in question_windows]
+        holds = [start is None or not reads_context or w.first <= start and start + len(text) <= w.end
+                 for w in question_windows]
         for window, (w, holds_answer) in enumerate(zip(question_windows, holds)):
             first = window == 0
             target = covering[window][0] if covering[window][0] is not None else alone[0]
@@ -176,13 +180,15 @@ def main():
     report = []  # a row per split: a bar chart in `dvc plots show`
     encoded = datasets.DatasetDict()
     drop_too_long = p["data"]["on_invalid"] == "drop"
+    context = p["task"]["variant"] != "closed_book"  # extractive and generative read the same inputs
     for split, split_rows in rows.items():
         path = PREPARED / f"{split}.jsonl"
         try:
             enc = split_rows.map(encode, batched=True, remove_columns=split_rows.column_names,
-                                 fn_kwargs={"tokenizer": tokenizer, **limits, "drop_too_long": drop_too_long},
+                                 fn_kwargs={"tokenizer": tokenizer, **limits, "drop_too_long": drop_too_long,
+                                            "reads_context": context},
                                  desc=f"tokenizing {split}", num_proc=worker_processes(len(split_rows)),
-                                 new_fingerprint=fingerprint(path, tokenizer, [settings, drop_too_long]),
+                                 new_fingerprint=fingerprint(path, tokenizer, [settings, drop_too_long, context]),
                                  load_from_cache_file=False)
         except InputError as e:
             raise InputError(f"{path}: {e}") from None
@@ -209,7 +215,9 @@ def main():
             "gold_answers_not_copyable": sum(counts["golds_not_copyable"]),
             "gold_answers_not_spelled": sum(counts["golds_not_spelled"]),
             **{f"exact_match_ceiling_{mode}": round(100 * sum(reached.values()) / asked, 2)
+               if context or mode == "generation" else None  # nothing to copy from: does not apply
                for mode, reached in ceilings.items()},
+            "reads_context": context,
         })
         if split != "test":  # the test split keeps every window and its offsets: evaluation answers each
             share = settings["no_answer_windows"] if split == "train" else 0.0
@@ -226,6 +234,7 @@ def main():
     with staged(OUT) as tmp:
         encoded.save_to_disk(str(tmp))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / READING.name).write_text(json.dumps({"context": context}) + "\n")
     write_json(REPORT, report)
 
 

@@ -117,7 +117,8 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 class ValidationQuestions:
     """Validation questions answered at each evaluation as the evaluate stage answers the test split by
-    default (long contexts as windows, extractive decoding): exact match, F1 and ROUGE-L as curves over
+    default (long contexts as windows, extractive decoding; closed book: the question alone, free
+    generation): exact match, F1 and ROUGE-L as curves over
     training. `count` of them, spread evenly over the split (consecutive rows are one article's).
     Decoding settings come from the training's own params, so trying evaluate.* does not retrain."""
 
@@ -277,7 +278,8 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])
     model = modeling.build_model(p["model"], tokenizer)
-    modeling.keep_reading(model, p["tokenize"])
+    context = json.loads((TOKENIZED / "reading.json").read_text())["context"]  # false: closed book
+    modeling.keep_reading(model, p["tokenize"], context)
     if hp["packing"]:
         packing.enable(model)
     if "wandb" in hp["report_to"]:
@@ -292,8 +294,9 @@ def main():
                               save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
                               report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"), **saving)
     decode = {"batch_size": 2 * hp["batch_size"], "max_new_tokens": p["tokenize"]["max_target_length"],
-              "extractive": True}  # answers as long as the targets trained on
-    validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"], p["tokenize"], decode)
+              "extractive": context}  # answers as long as the targets trained on
+    validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"],
+                                                {**p["tokenize"], "context": context}, decode)
                             if hp["eval_questions"] else None)
     trainer = QATrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),

@@ -38,13 +38,18 @@ def split(tokenizer, questions, contexts, max_source_length, stride):
     Each window starts where the previous one's kept text still holds about `stride` tokens, so
     together they hold every character of the context, whatever the tokenizer does to a piece of
     text. A window starts and ends at a space where one lies in the shared part (no answer is then
-    cut from its word), else inside a word: the windows beside it hold the whole word."""
+    cut from its word), else inside a word: the windows beside it hold the whole word. A context of None
+    (closed book) gives one window of the question alone, with no context token to copy."""
     prefixes = [squad.model_input(question, "") for question in questions]
-    whole = tokenizer([p + c for p, c in zip(prefixes, contexts)], return_offsets_mapping=True)
+    whole = tokenizer([squad.model_input(q, None) if c is None else p + c
+                       for q, p, c in zip(questions, prefixes, contexts)], return_offsets_mapping=True)
     out, tokens, pending = [], {}, {}  # pending: question -> (context token its next window starts at, kept end)
     for i, (prefix, context, ids, offsets) in enumerate(zip(prefixes, contexts, whole["input_ids"],
                                                             whole["offset_mapping"])):
-        spans = in_context(offsets, len(prefix), 0)
+        spans = in_context(offsets, len(prefix), 0) if context is not None else [(-1, -1)] * len(ids)
+        if context is None:
+            out.append([Window(ids, spans, 0, 0)] if len(ids) <= max_source_length else [])
+            continue
         if len(ids) <= max_source_length:
             out.append([Window(ids, spans, 0, len(context))])
             continue

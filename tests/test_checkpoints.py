@@ -139,10 +139,19 @@ def test_real_squad_with_t5_small_s_tokenizer_answers_with_spans_of_the_context(
     answer = run(work, "predict", "--question", "Where did Chopin play?", "--context", context).strip()
     assert answer and answer in context
 
-    p["evaluate"]["extractive"] = False  # free generation: the same model writes its answers
+    p["task"]["variant"] = "generative"  # free generation: the same model writes its answers
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     run(work, "evaluate")
     scores = json.loads((work / "metrics" / "eval.json").read_text())
     free = [json.loads(line)["prediction"] for line in (work / "data/predictions/test.jsonl").read_text().splitlines()]
     assert scores["questions"] == 40 and len(free) == 40 and any(free)
     assert run(work, "predict", "--question", "Where did Chopin play?", "--context", context).strip()
+
+    p["task"]["variant"] = "closed_book"  # the question alone: new inputs, so tokenize and train again
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    for stage in ("tokenize", "train", "evaluate"):
+        run(work, stage)
+    report = by_split(work / "metrics" / "tokenize.json")
+    assert report["test"]["exact_match_ceiling_extractive"] is None and report["test"]["windowed"] == 0
+    assert json.loads((work / "metrics" / "eval.json").read_text())["questions"] == 40
+    assert run(work, "predict", "--question", "Where did Chopin play?").strip()  # no context to give

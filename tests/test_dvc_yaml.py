@@ -89,7 +89,10 @@ def test_editing_a_module_makes_dvc_status_report_only_the_stages_that_use_it(tm
 
 
 @pytest.mark.parametrize("key, value, reruns", [
-    ("evaluate.extractive", False, {"evaluate"}),   # free generation against the same model: no retraining
+    # tokenize reads whether inputs hold the context: generative writes the extractive data again byte for byte,
+    # so DVC then skips train (its deps unchanged); closed_book changes the data, so train follows
+    ("task.variant", "generative", {"tokenize", "evaluate"}),
+    ("task.variant", "closed_book", {"tokenize", "evaluate"}),
     ("evaluate.max_new_tokens", 8, {"evaluate"}),
     ("train.lr", 3e-4, {"train"}),
     ("tokenize.max_target_length", 16, {"tokenize", "train"}),

@@ -51,8 +51,20 @@ def test_every_problem_is_reported_at_once_with_its_dotted_name(tmp_path):
 def test_a_bool_is_not_an_integer_nor_a_string_a_bool(tmp_path):
     with pytest.raises(InputError, match="train.batch_size = True"):
         params.load(edited(tmp_path, lambda p: p["train"].update(batch_size=True)))
-    with pytest.raises(InputError, match="evaluate.extractive = 'yes' is not true or false"):
-        params.load(edited(tmp_path, lambda p: p["evaluate"].update(extractive="yes")))
+    with pytest.raises(InputError, match="train.keep_best = 'yes' is not true or false"):
+        params.load(edited(tmp_path, lambda p: p["train"].update(keep_best="yes")))
+
+
+def test_the_variant_is_one_of_three_and_the_old_switch_names_it(tmp_path):
+    with pytest.raises(InputError, match="task.variant = 'open' is not extractive, generative or closed_book"):
+        params.load(edited(tmp_path, lambda p: p["task"].update(variant="open")))
+
+    def old_file(p):  # a params.yaml written before task.variant
+        del p["task"]
+        p["evaluate"]["extractive"] = False
+    with pytest.raises(InputError) as e:
+        params.load(edited(tmp_path, old_file))
+    assert "evaluate.extractive is now task.variant: extractive (true), generative (false) or closed_book" in str(e.value)
 
 
 def test_missing_and_broken_files(tmp_path):
@@ -93,7 +105,7 @@ def test_an_unknown_key_is_an_error_naming_the_nearest_param(tmp_path):
 @pytest.mark.parametrize("override, changed", [
     ("train.lr=3e-4", ["-   lr: 7.0e-4", "+   lr: 0.0003"]),
     ("train.report_to=[dvclive,wandb]", ["+   - wandb"]),
-    ("evaluate.extractive=false", ["-   extractive: true ", "+   extractive: false "]),
+    ("task.variant=generative", ["-   variant: extractive ", "+   variant: generative "]),
     ("data.splits.train='train[:5000]'", ["-     train: train[:20000]", "+     train: train[:5000]"]),
 ])
 def test_dvc_exp_run_s_changes_only_the_lines_it_sets(tmp_path, override, changed):

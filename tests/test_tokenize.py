@@ -229,3 +229,11 @@ def test_a_split_left_without_training_examples_stops_with_the_cause(tmp_path, m
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: data/prepared/train.jsonl: no train example: the answers of all 1 questions lie across the windows' "
         "edges, in no window of tokenize.max_source_length = 32 tokens sharing tokenize.stride = 8: raise either")
+
+
+def test_closed_book_inputs_are_the_question_alone_and_the_extractive_ceiling_does_not_apply(tokenizer):
+    out = encode(batch("London"), tokenizer, 512, 32, stride=8, reads_context=False)
+    assert tokenizer.decode(out["input_ids"][0], skip_special_tokens=True) == "question: Where was Ada born?"
+    assert tokenizer.decode(out["labels"][0], skip_special_tokens=True) == "London"  # the answer tokenized alone
+    assert out["holds_answer"] == [True] and out["copyable"] == [False] and out["spellable"] == [True]
+    assert out["offsets"] == [[(-1, -1)] * len(out["input_ids"][0])]

@@ -97,3 +97,10 @@ def test_a_question_that_leaves_its_context_no_room_gets_no_window():
     assert len(tok(squad.model_input(long_question, ""))["input_ids"]) > 40
     assert windows.split(tok, [long_question, QUESTION], [CONTEXT, CONTEXT], 40, 10)[0] == []
     assert "no room in tokenize.max_source_length = 40 tokens" in windows.too_long(40)
+
+
+def test_a_closed_book_question_is_one_window_of_the_question_alone():
+    tok = tokenizer()
+    [[(ids, offsets, first, end)]] = windows.split(tok, [QUESTION], [None], 512, 128)
+    assert tok.decode(ids, skip_special_tokens=True) == f"question: {QUESTION}"
+    assert (first, end) == (0, 0) and all(span == (-1, -1) for span in offsets)  # nothing to copy from
