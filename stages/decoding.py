@@ -78,8 +78,9 @@ def generate(model, tokenizer, windows, contexts, batch_size, max_new_tokens, ex
     model.eval()
     prompt = [model.config.decoder_start_token_id, *spans.target_specials(tokenizer)[0]]
     settings = copy.deepcopy(model.generation_config)
-    settings.forced_bos_token_id = None  # the prompt holds the targets' first tokens
     beyond = list(range(len(tokenizer), model.get_output_embeddings().weight.shape[0]))
+    settings.update(forced_bos_token_id=None,  # the prompt holds the targets' first tokens
+                    max_new_tokens=max_new_tokens, num_beams=1, do_sample=False, suppress_tokens=beyond or None)
     order = sorted(range(len(windows)), key=lambda i: len(windows[i][0]))
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -101,8 +102,7 @@ def generate(model, tokenizer, windows, contexts, batch_size, max_new_tokens, ex
                                            len(prompt)))
             output = model.generate(**inputs.to(model.device), decoder_input_ids=torch.tensor(
                 [prompt] * len(batch), device=model.device), generation_config=settings,
-                max_new_tokens=max_new_tokens, num_beams=1, do_sample=False, logits_processor=processors,
-                suppress_tokens=beyond or None).cpu().numpy()
+                logits_processor=processors).cpu().numpy()
             for j, (i, row) in enumerate(zip(batch, output[:, len(prompt):])):
                 stop = np.flatnonzero((row == tokenizer.eos_token_id) | (row == tokenizer.pad_token_id))
                 ids = row[:stop[0] if len(stop) else len(row)]
