@@ -495,6 +495,23 @@ def test_two_queued_experiments_run_at_once_without_interfering(repo):
         assert (row["exact_match"], row["f1"], row["rougeL"]) == (alone["exact_match"], alone["f1"], alone["rougeL"])
 
 
+def test_switching_the_variant_reruns_only_the_stages_it_changes(repo):
+    """generative answers with the extractive model: tokenize re-runs and writes the same bytes, so train is
+    skipped; closed_book reads the question alone, so train follows, and evaluate scores it as the others."""
+    dvc = (sys.executable, "-m", "dvc")
+    sh(repo, "git", "checkout", "--", ".")  # the committed workspace, its outputs checked out
+    sh(repo, *dvc, "checkout", "--force")
+    out = sh(repo, *dvc, "exp", "run", "-S", "task.variant=generative")
+    assert "Stage 'prepare' didn't change, skipping" in out and "Running stage 'tokenize'" in out
+    assert "Stage 'train' didn't change, skipping" in out and "Running stage 'evaluate'" in out
+    out = sh(repo, *dvc, "exp", "run", "-S", "task.variant=closed_book")
+    assert "Stage 'prepare' didn't change, skipping" in out
+    assert all(f"Running stage '{stage}'" in out for stage in ("tokenize", "train", "evaluate"))
+    assert by_split(repo / "metrics" / "tokenize.json")["test"]["reads_context"] is False
+    assert json.loads((repo / "metrics" / "eval.json").read_text())["questions"] == 60
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, *dvc, "checkout", "--force")
+
 def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
     """v2 files (unanswerable questions: is_impossible, no answers) through the four stages: the target
     of an unanswerable question is the empty answer, and evaluation reports v2.0's has/no-answer split."""
