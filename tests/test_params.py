@@ -64,7 +64,8 @@ def test_the_variant_is_one_of_three_and_the_old_switch_names_it(tmp_path):
         p["evaluate"]["extractive"] = False
     with pytest.raises(InputError) as e:
         params.load(edited(tmp_path, old_file))
-    assert "evaluate.extractive is now task.variant: extractive (true), generative (false) or closed_book" in str(e.value)
+    assert ("evaluate.extractive is now task.variant: extractive (true), generative (false) or closed_book"
+            in str(e.value))
 
 
 def test_missing_and_broken_files(tmp_path):
