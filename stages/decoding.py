@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from stages import spans, windows
-from stages.errors import InputError
 
 PREFETCH = 2  # generation batches padded ahead of the one the model answers
 
@@ -192,18 +191,16 @@ def answer_questions(model, tokenizer, questions, contexts, tokenize_params, eva
     """Answers in the order of the questions, read as the tokenize stage reads them (long contexts as
     windows) and decoded as the evaluate stage decodes the test split; None for a question that leaves
     its context no room (windows.too_long). With tokenize_params' context false (closed book) the
-    inputs are the questions alone, answered by free generation."""
-    if not tokenize_params.get("context", True):
-        if evaluate_params["extractive"]:
-            raise InputError("extractive answers copy from the context, and closed-book inputs have none: "
-                             "answer by free generation (task.variant: closed_book)")
+    inputs are the questions alone, answered by free generation: there is nothing to copy from."""
+    reads_context = tokenize_params.get("context", True)
+    if not reads_context:
         contexts = [None] * len(questions)
     per_question = windows.split(tokenizer, questions, contexts, tokenize_params["max_source_length"],
                                  tokenize_params["stride"])
     ids = [i for i, question_windows in enumerate(per_question) for _ in question_windows]
     chosen = answer(model, tokenizer, ids, [(w.input_ids, w.offsets) for ws in per_question for w in ws],
                     [contexts[i] for i in ids], evaluate_params["batch_size"], evaluate_params["max_new_tokens"],
-                    evaluate_params["extractive"])
+                    evaluate_params["extractive"] and reads_context)
     return [chosen[i][0] if i in chosen else None for i in range(len(questions))]
 
 

@@ -7,7 +7,8 @@
 --file reads one JSON object per line with `question` and `context` (other fields, such as id,
 are kept) and writes each back with an `answer` added, in the same order. The model reads and answers
 as it was trained to (the settings its config.json keeps: modeling.reading), extractively unless --free;
-no params.yaml is needed, so it runs from any folder.
+a closed-book model reads the question alone (no --context, no `context` field) and answers freely.
+No params.yaml is needed, so it runs from any folder.
 """
 
 import argparse
@@ -64,8 +65,7 @@ def main(argv=None):
             {0: {"question": args.question, "context": args.context}})
     answers = decoding.answer_questions(model, tokenizer, [row["question"] for row in rows.values()],
                                        [row.get("context") for row in rows.values()], reading,
-                                       {**reading, "batch_size": args.batch_size,
-                                        "extractive": reading["context"] and not args.free})
+                                       {**reading, "batch_size": args.batch_size, "extractive": not args.free})
     for n, text in zip(rows, answers):
         if text is None:
             where = f"{args.file}, line {n}" if args.file else "--question"

@@ -294,7 +294,7 @@ def main():
                               save_total_limit=hp["keep_checkpoints"], disable_tqdm=False,
                               report_to=hp["report_to"], run_name=os.environ.get("DVC_EXP_NAME"), **saving)
     decode = {"batch_size": 2 * hp["batch_size"], "max_new_tokens": p["tokenize"]["max_target_length"],
-              "extractive": context}  # answers as long as the targets trained on
+              "extractive": True}  # answers as long as the targets trained on; closed book: free generation
     validation_questions = (ValidationQuestions(VALIDATION_ROWS, hp["eval_questions"],
                                                 {**p["tokenize"], "context": context}, decode)
                             if hp["eval_questions"] else None)

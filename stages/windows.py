@@ -46,10 +46,10 @@ def split(tokenizer, questions, contexts, max_source_length, stride):
     out, tokens, pending = [], {}, {}  # pending: question -> (context token its next window starts at, kept end)
     for i, (prefix, context, ids, offsets) in enumerate(zip(prefixes, contexts, whole["input_ids"],
                                                             whole["offset_mapping"])):
-        spans = in_context(offsets, len(prefix), 0) if context is not None else [(-1, -1)] * len(ids)
-        if context is None:
-            out.append([Window(ids, spans, 0, 0)] if len(ids) <= max_source_length else [])
+        if context is None:  # closed book: no token is the context's
+            out.append([Window(ids, [(-1, -1)] * len(ids), 0, 0)] if len(ids) <= max_source_length else [])
             continue
+        spans = in_context(offsets, len(prefix), 0)
         if len(ids) <= max_source_length:
             out.append([Window(ids, spans, 0, len(context))])
             continue

@@ -1,6 +1,12 @@
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from stages import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("question, word", [
@@ -27,3 +33,20 @@ def test_breakdown_averages_per_group_largest_first():
         {"question_word": "when", "f1": 75.0, "exact_match": 50.0, "questions": 2},
         {"question_word": "who", "f1": 0.0, "exact_match": 0.0, "questions": 1},
     ]
+
+
+@pytest.mark.parametrize("variant, context, named", [("closed_book", True, "another variant"),
+                                                     ("extractive", False, "closed_book")])
+def test_data_tokenized_for_another_variant_is_refused_before_the_model_is_loaded(
+        tmp_path, monkeypatch, capsys, variant, context, named):
+    monkeypatch.chdir(tmp_path)
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["task"]["variant"] = variant
+    Path("params.yaml").write_text(yaml.safe_dump(p))
+    evaluate.READING.parent.mkdir(parents=True)
+    evaluate.READING.write_text(json.dumps({"context": context}))
+    with pytest.raises(SystemExit) as e:
+        evaluate.main()
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: task.variant = {variant!r}, but data/tokenized/ was tokenized for {named}: run `dvc repro`")

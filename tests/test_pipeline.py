@@ -512,6 +512,7 @@ def test_switching_the_variant_reruns_only_the_stages_it_changes(repo):
     sh(repo, "git", "checkout", "--", ".")
     sh(repo, *dvc, "checkout", "--force")
 
+
 def test_squad_v2_data_trains_the_model_to_say_no_answer(tmp_path):
     """v2 files (unanswerable questions: is_impossible, no answers) through the four stages: the target
     of an unanswerable question is the empty answer, and evaluation reports v2.0's has/no-answer split."""

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import modeling, predict, vocabulary
+from stages import modeling, predict, squad, vocabulary
 from stages.errors import InputError
 from tests.test_outputs import ascii_locale
 
@@ -95,6 +95,30 @@ def test_the_model_reads_and_answers_as_its_config_says(model_dir, tmp_path, cap
         predict.main(["--model", str(tmp_path / "short"), "--question", QUESTION * 3, "--context", CONTEXT])
     assert "no room in tokenize.max_source_length = 12 tokens" in capsys.readouterr().err
 
+
+def test_a_closed_book_model_answers_the_question_alone(model_dir, tmp_path, capsys):
+    """A model trained closed-book (its config says so: modeling.keep_reading) reads the question alone,
+    freely, from a file without contexts too; --context given to it, or withheld from a model that reads
+    one, is one line saying which."""
+    model, tokenizer = modeling.load_trained(model_dir)
+    modeling.keep_reading(model, {"max_source_length": 64, "stride": 8, "max_target_length": 4}, context=False)
+    closed = tmp_path / "closed"
+    model.save_pretrained(closed)
+    tokenizer.save_pretrained(closed)
+    ids = model.generate(**tokenizer([squad.model_input(QUESTION, None)], return_tensors="pt"))[0]
+    expected = " ".join(tokenizer.decode(ids, skip_special_tokens=True).split())  # plain generate() of the folder
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"id": "a", "question": QUESTION}) + "\n")
+    predict.main(["--model", str(closed), "--file", str(questions)])
+    assert json.loads(capsys.readouterr().out) == {"id": "a", "question": QUESTION, "answer": expected}
+    for folder, context, message in [
+            (closed, ["--context", CONTEXT], "this model answers from the question alone (trained closed-book): "
+                                             "leave it out"),
+            (model_dir, [], "this model reads the question with its context: give it")]:
+        with pytest.raises(SystemExit) as e:
+            predict.main(["--model", str(folder), "--question", QUESTION, *context])
+        assert e.value.code == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: --context: {message}"
 
 def test_question_and_file_are_exclusive(model_dir):
     with pytest.raises(SystemExit):
