@@ -59,6 +59,7 @@ SCHEMA = {
     "train.batch_size": (int, positive, "an integer > 0"),
     "train.batch_tokens": (int, lambda v: v >= 0, "an integer >= 0 (0: no token budget)"),
     "train.packing": (bool, lambda v: True, "true or false"),
+    "train.compile": (bool, lambda v: True, "true or false"),
     "train.warmup_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
     "train.save_steps": (int, positive, "an integer > 0"),

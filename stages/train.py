@@ -191,6 +191,13 @@ class QATrainer(Seq2SeqTrainer):
         load_result.missing_keys[:] = [key for key in load_result.missing_keys if key not in tied]
         super()._issue_warnings_after_load(load_result)
 
+    def _build_accelerator_args(self, **kwargs):
+        # train.compile: one graph for every batch length; transformers' default compiles each new shape
+        # until it guesses which dimensions vary (3 graphs here, ~1 min each on 2 cores: bench/README.md)
+        args = super()._build_accelerator_args(**kwargs)
+        args["dynamo_plugin"].dynamic = True
+        return args
+
     def _run_epoch(self, *args, epoch, **kwargs):
         # accelerate's set_epoch misses a sampler behind both its process shard and its resume skipper
         # (several processes, resumed mid-epoch), so each epoch's order is set here, where the epoch is known
@@ -232,7 +239,9 @@ class QATrainer(Seq2SeqTrainer):
 
 def training_arguments(hp, seed, output_dir, **overrides):
     """This project's Trainer settings (bench/throughput.py measures them): batches of similar lengths,
-    bf16 autocast and TF32 on GPUs that have them (never fp16: T5's activations overflow it), fused AdamW."""
+    bf16 autocast and TF32 on GPUs that have them (never fp16: T5's activations overflow it), fused AdamW,
+    and with train.compile the training step compiled by torch.compile (inductor: C++ on a CPU, Triton on
+    a GPU), which fuses the element-wise work between the matrix products (bench/README.md)."""
     cuda = torch.cuda.is_available()
     settings = dict(
         output_dir=str(output_dir),
@@ -246,6 +255,7 @@ def training_arguments(hp, seed, output_dir, **overrides):
         bf16=modeling.bf16_supported(),
         tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,  # Ampere and newer
         optim="adamw_torch_fused",
+        torch_compile=hp["compile"],  # training only: evaluation and generation run the model as it is
         # on a GPU, workers pad the next batches meanwhile (256 examples: ~25 ms); on a CPU they take its cores
         use_cpu=not cuda,  # several CPU processes under `accelerate launch` then train with gloo
         dataloader_num_workers=4 if cuda else 0,
@@ -257,6 +267,17 @@ def training_arguments(hp, seed, output_dir, **overrides):
         seed=seed,
     )
     return Seq2SeqTrainingArguments(**{**settings, **overrides})
+
+
+def require_cpp_compiler():
+    """On a CPU torch.compile writes C++ and builds it: without a compiler it would fail at the first step."""
+    from torch._inductor import cpp_builder  # not imported by torch itself
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as e:  # noqa: BLE001 -- inductor's InvalidCxxCompiler, or Windows' own checks
+        raise InputError(f"train.compile: torch.compile on the CPU needs a C++ compiler ({str(e).splitlines()[0]}); "
+                         "install g++ (Linux, macOS: clang++) or Visual Studio's C++ tools (Windows), "
+                         "or set train.compile: false") from None
 
 
 def die_with_the_launcher():
@@ -274,6 +295,8 @@ def main():
     if hp["packing"] and not torch.cuda.is_available():
         raise InputError("train.packing: FlexAttention trains on a CUDA GPU only (PyTorch has no backward for it "
                          "on the CPU); set train.packing: false")
+    if hp["compile"] and not torch.cuda.is_available():
+        require_cpp_compiler()
     set_seed(p["seed"])
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     data = datasets.load_from_disk(str(TOKENIZED)).remove_columns(["id", "window"])

@@ -21,7 +21,7 @@ from stages.errors import InputError
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
-HP = {"lr": 1e-2, "epochs": 6, "batch_size": 64, "warmup_steps": 2, "weight_decay": 0.0}
+HP = {"lr": 1e-2, "epochs": 6, "batch_size": 64, "warmup_steps": 2, "weight_decay": 0.0, "compile": False}
 
 
 def examples(n=24, longest=40, seed=0):

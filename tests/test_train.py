@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 import transformers
+from torch._dynamo.utils import counters
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, \
     T5ForConditionalGeneration, T5Tokenizer, TrainerCallback
 
@@ -22,7 +23,8 @@ from tests.conftest import SQUAD_SAMPLE, T5_SMALL_TOKENIZER, T5_SMALL_VOCAB
 ROOT = Path(__file__).resolve().parent.parent
 
 MAX_SOURCE = 24
-HP = {"lr": 1e-2, "epochs": 8, "batch_size": 8, "warmup_steps": 2, "weight_decay": 0.0}
+# compile: the stages compile by default; the tests that are not about the numerics skip its minute of compiling
+HP = {"lr": 1e-2, "epochs": 8, "batch_size": 8, "warmup_steps": 2, "weight_decay": 0.0, "compile": False}
 
 
 def rows():
@@ -61,13 +63,19 @@ def plain_losses(tmp_path):
 
 
 def fast_losses(tmp_path, **overrides):
-    """stages.train's settings; batches in the same order as the plain run, so only the numerics differ."""
+    """stages.train's settings, compiled as by default; batches in the same order as the plain run, so only
+    the numerics differ."""
     tokenizer = vocabulary.train_tokenizer(["pad"], 100)
-    model = tiny_t5("sdpa")
-    args = train.training_arguments(HP, 0, tmp_path / "fast", train_sampling_strategy="sequential",
+    model = modeling.tuned(tiny_t5("sdpa"))
+    args = train.training_arguments({**HP, "compile": True}, 0, tmp_path / "fast", train_sampling_strategy="sequential",
                                     logging_steps=1, report_to="none", **overrides)
-    return losses(Seq2SeqTrainer(model=model, args=args, train_dataset=rows(), processing_class=tokenizer,
-                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=model)))
+    trainer = train.QATrainer(model=model, args=args, train_dataset=rows(), processing_class=tokenizer,
+                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    torch._dynamo.reset()  # compiled here, not reused from another test
+    counters.clear()
+    result = losses(trainer)
+    assert counters["stats"]["unique_graphs"] == 1  # compiled, once for every batch length
+    return result
 
 
 @pytest.fixture(scope="module")
