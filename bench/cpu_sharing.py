@@ -1,11 +1,11 @@
 """CPU sharing: how fast one training runs alone, beside a second training, and beside a test run.
 
 Each training is a separate process running the default training: the train stage's Trainer
-settings (bench/throughput.py's project side, batch 32) on the bundled default's model shape and
-training questions, tokenized as the tokenize stage does. It trains for --seconds after a few
-warm-up steps and reports optimizer steps/s; the runs of one case start together, so they overlap
-throughout. The busy neighbour of the last case is the README's
-fast test command, restarted until the training ends.
+settings (bench/throughput.py's project side, batch 32, compiled as train.compile does) on the bundled
+default's model shape and training questions, tokenized as the tokenize stage does. It trains for
+--seconds after --warmup seconds (counted from its fifth step: compiling is done by then) and reports
+optimizer steps/s; the runs of one case start together, so they overlap throughout. The busy
+neighbour of the last case is the README's fast test command, restarted until the training ends.
 
     python bench/cpu_sharing.py                          # the stages' setting
     GOMP_SPINCOUNT=300000 python bench/cpu_sharing.py    # libgomp's default, as before stages/__init__.py
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WARMUP = 5  # steps before the clock starts (allocator, first batches)
+WARMUP = 5  # steps before the warm-up's seconds start (compiling, allocator, first batches)
 OPENMP = ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS"]  # the settings reported
 
 
-def worker(seconds):
-    """One training process: steps/s over `seconds` after WARMUP steps, printed as JSON."""
+def worker(seconds, warmup):
+    """One training process: steps/s over `seconds` after WARMUP steps and `warmup` seconds, printed as JSON."""
     sys.path.insert(0, str(ROOT / "bench"))
     import throughput  # imports stages before torch, as the stages do, so the OpenMP settings are theirs
     import torch
@@ -38,22 +38,22 @@ def worker(seconds):
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.start = self.steps = self.seconds = None
+            self.warm = self.start = self.first = self.steps = self.seconds = None
 
         def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
             if state.global_step == WARMUP:
-                self.start = time.perf_counter()
-            elif self.start and time.perf_counter() - self.start >= seconds:
-                self.steps = state.global_step - WARMUP
-                self.seconds = time.perf_counter() - self.start
+                self.warm = now
+            elif self.warm and not self.start and now - self.warm >= warmup:
+                self.start, self.first = now, state.global_step
+            elif self.start and now - self.start >= seconds:
+                self.steps = state.global_step - self.first
+                self.seconds = now - self.start
                 control.should_training_stop = True
 
     logging.set_verbosity_error()
     tokenizer = throughput.bundled_tokenizer()
-    data, _, _ = throughput.squad.load_split(ROOT / "data/raw", "train[:20000]")  # the default training data
-    sources = tokenizer([throughput.squad.model_input(q, c) for q, c in zip(data["question"], data["context"])])
-    targets = tokenizer(text_target=[answers["text"][0] for answers in data["answers"]])
-    rows = [{"input_ids": s, "labels": t} for s, t in zip(sources["input_ids"], targets["input_ids"])]
+    rows = throughput.default_training_rows(tokenizer)
     model = throughput.modeling.tuned(throughput.new_model(throughput.SHAPES["quick"], "sdpa", 0))
     with tempfile.TemporaryDirectory() as workdir:
         trainer = throughput.project_trainer(model, rows, 32, 0, tokenizer, Path(workdir))
@@ -64,9 +64,9 @@ def worker(seconds):
                       **{name.lower(): os.environ.get(name) for name in OPENMP}}))
 
 
-def trainings(count, seconds, beside=None):
+def trainings(count, seconds, warmup, beside=None):
     """Rates of `count` trainings started together, with `beside` (a command) running meanwhile."""
-    command = [sys.executable, __file__, "--worker", "--seconds", str(seconds)]
+    command = [sys.executable, __file__, "--worker", "--seconds", str(seconds), "--warmup", str(warmup)]
     neighbour = subprocess.Popen(f"while true; do {beside}; done", shell=True, cwd=ROOT, start_new_session=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if beside else None
     try:
@@ -81,16 +81,17 @@ def trainings(count, seconds, beside=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20, help="timed training per run")
+    parser.add_argument("--seconds", type=float, default=30, help="timed training per run")
+    parser.add_argument("--warmup", type=float, default=30, help="seconds trained before the timing starts")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.seconds)
+        return worker(args.seconds, args.warmup)
 
     tests = f"{sys.executable} -m pytest -q -m 'not slow' -p no:cacheprovider tests"
-    solo, = trainings(1, args.seconds)
-    pair = trainings(2, args.seconds)
-    beside_tests, = trainings(1, args.seconds, beside=tests)
+    solo, = trainings(1, args.seconds, args.warmup)  # also fills inductor's cache: the others compile from it
+    pair = trainings(2, args.seconds, args.warmup)
+    beside_tests, = trainings(1, args.seconds, args.warmup, beside=tests)
     rate = solo["steps_per_s"]
     shares = {"two_trainings": [round(r["steps_per_s"] / rate, 2) for r in pair],
               "beside_tests": round(beside_tests["steps_per_s"] / rate, 2)}

@@ -43,14 +43,15 @@ p = yaml.safe_load(open("params.yaml"))
 p["data"]["source"] = f"{work}/data"
 p["data"]["splits"] = {"train": "train[:20000]", "validation": "train[20000:25000]", "test": "validation[:5000]"}
 p["model"]["name"] = f"{work}/t5-small-random"
-p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=4096 if packed else 0, packing=packed)
+p["train"].update(lr=3e-4, epochs=3, batch_size=64, batch_tokens=4096 if packed else 0, packing=packed,
+                  compile=not packed)
 p["evaluate"]["batch_size"] = 512
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 print(p)
 PY
   for stage in prepare tokenize train evaluate; do
     start=$(date +%s%N)
-    python -m dvc repro --single-item "$stage" || { echo "stage $stage failed with status $?"; return 1; }
+    TORCH_LOGS=recompiles python -m dvc repro --single-item "$stage" || { echo "stage $stage failed with status $?"; return 1; }
     echo "stage $stage: $(( ($(date +%s%N) - start) / 1000000 )) ms"
   done
   cat metrics/eval.json

@@ -9,8 +9,8 @@ train stage's Trainer settings (stages/train.py) and the evaluate stage's genera
     python bench/throughput.py           # t5-small's shape on the GPU (or the CPU) that is here
 
 Prints a table, then one JSON line with train_speedup and generate_speedup (project / seed, examples/s).
---candidate also trains, after this project's path, with a change not in the stages' defaults yet (CANDIDATES;
-bench/README.md, "Candidate"), on a fresh model with the same weights;
+--candidate also trains, after this project's path, with a change to it (CANDIDATES; bench/README.md, "Candidate"),
+on a fresh model with the same weights;
 --profile prints where this project's side spends its time.
 """
 
@@ -53,6 +53,16 @@ def bundled_tokenizer(vocab_size=4000):
     rows, _, _ = squad.load_split(ROOT / "data/raw", "train")
     return vocabulary.train_tokenizer([squad.model_input(q, c) for q, c in zip(rows["question"], rows["context"])],
                                       vocab_size)
+
+
+def default_training_rows(tokenizer):
+    """The default training questions (params.yaml's data.splits.train of data/raw), tokenized as the tokenize
+    stage does: question and context as one input, the first answer as the target (the bundled contexts fit
+    in one window)."""
+    data, _, _ = squad.load_split(ROOT / "data/raw", "train[:20000]")
+    sources = tokenizer([squad.model_input(q, c) for q, c in zip(data["question"], data["context"])])
+    targets = tokenizer(text_target=[answers["text"][0] for answers in data["answers"]])
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources["input_ids"], targets["input_ids"])]
 
 
 def examples(n, vocab_size, rng):
@@ -155,8 +165,8 @@ def seed_trainer(model, rows, batch_size, workdir):
     return timed(Seq2SeqTrainer)(model=model, args=args, train_dataset=padded(rows))
 
 
-def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir, packing=False):
-    hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0)
+def project_trainer(model, rows, batch_size, batch_tokens, tokenizer, workdir, packing=False, compile=True):
+    hp = dict(lr=3e-4, epochs=1, batch_size=batch_size, warmup_steps=0, weight_decay=0.0, compile=compile)
     args = train.training_arguments(hp, 0, workdir / "project", report_to="none", disable_tqdm=True)
     return timed(train.QATrainer)(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                                   data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
@@ -199,8 +209,8 @@ def peak_memory():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-# Candidates: changes to this project's training not in the stages' defaults yet, each measured with --candidate NAME.
-# Each changes the model and returns what else the trainer takes.
+# Candidates: this project's training changed, each measured with --candidate NAME: not in the stages' defaults
+# yet, or (eager) taken out of them. Each changes the model and returns what else the trainer takes.
 
 def compile_regions(model, dynamic=True):
     """Training: compile each feed-forward layer and each other layer norm, so their element-wise work
@@ -215,10 +225,16 @@ def compile_regions(model, dynamic=True):
     return {}
 
 
+def eager(model):
+    """train.compile: false: the model run as written, no compiling."""
+    return {"compile": False}
+
+
 def pack(model):
-    """train.packing: rows of several examples, --batch-tokens source tokens of them a batch."""
+    """train.packing: rows of several examples, --batch-tokens source tokens of them a batch (which the
+    stages run without train.compile: it compiles its attention kernel itself)."""
     packing.enable(model)
-    return {"packing": True}
+    return {"packing": True, "compile": False}
 
 
 def pack_and_compile(model):
@@ -227,7 +243,7 @@ def pack_and_compile(model):
     return pack(model)
 
 
-CANDIDATES = {"compile": compile_regions, "pack": pack, "pack-compile": pack_and_compile}
+CANDIDATES = {"eager": eager, "pack": pack, "pack-compile": pack_and_compile}
 PACKED = ("pack", "pack-compile")  # the candidates that train packed rows: on a GPU, with --batch-tokens
 
 

@@ -79,6 +79,9 @@ COMBINATIONS = [  # checked once every value has its type
      "tokenize.max_source_length"),
     ("train.packing", lambda p: not p["train"]["packing"] or p["train"]["batch_tokens"] > 0,
      "packed batches hold train.batch_tokens source tokens: set it, e.g. to 131072"),
+    ("train.compile", lambda p: not (p["train"]["packing"] and p["train"]["compile"]),
+     "train.packing compiles its own attention kernel and has not been measured with the whole step compiled: "
+     "set train.compile: false with it"),
     ("train.keep_best", lambda p: not p["train"]["keep_best"] or p["train"]["eval_questions"] > 0,
      "the best epoch is the one of the best validation F1: set train.eval_questions > 0"),
 ]

@@ -163,6 +163,12 @@ class QATrainer(Seq2SeqTrainer):
 
     def __init__(self, *args, batch_tokens=0, packing=False, validation_questions=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.args.torch_compile and self.args.device.type == "cpu":
+            # inductor's C++ kernels add up embedding gradients with atomic adds, in any order; in deterministic
+            # mode it leaves them to PyTorch's own kernels: the same model bytes run after run. Buffers it
+            # allocates are written before they are read, so they need not be filled with NaN first.
+            torch.use_deterministic_algorithms(True)
+            torch.utils.deterministic.fill_uninitialized_memory = False
         self.batch_tokens, self.packing = batch_tokens, packing
         self.validation_questions = validation_questions
         self.epoch_sampler = None  # the training order's sampler, once the data loader is built

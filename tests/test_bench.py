@@ -1,5 +1,5 @@
 """bench/throughput.py runs both sides and ends with one JSON line (its numbers are not judged here); its
-compile candidate learns what the stages learn, and it counts packed batches as padded ones;
+compiled regions learn what the stages learn, and it counts packed batches as padded ones;
 bench/cpu_sharing.py's trainings run with the stages' OpenMP setting."""
 
 import importlib.util
@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_quick_benchmark_prints_both_sides_and_a_json_summary():
     run = subprocess.run([sys.executable, "bench/throughput.py", "--quick", "--steps", "1", "--generate", "8",
-                          "--candidate", "compile"], cwd=ROOT, capture_output=True, text=True, check=True)
+                          "--candidate", "eager"], cwd=ROOT, capture_output=True, text=True, check=True)
     summary = json.loads(run.stdout.strip().splitlines()[-1])
-    for side in ("train_seed", "train_project", "generate_seed", "generate_project", "train_compile"):
+    for side in ("train_seed", "train_project", "generate_seed", "generate_project", "train_eager"):
         assert summary[side]["examples_per_s"] > 0 and summary[side]["tokens_per_s"] > 0
     ratio = summary["train_project"]["examples_per_s"] / summary["train_seed"]["examples_per_s"]
     assert summary["train_speedup"] == pytest.approx(ratio, rel=0.05)  # from unrounded speeds
     assert summary["generate_speedup"] > 0 and summary["device"] == "CPU"
-    assert summary["train_speedup_compile"] > 0 and "generate_compile" not in summary  # a training candidate
+    assert summary["train_speedup_eager"] > 0 and "generate_eager" not in summary  # a training candidate
 
 
 def load_bench():
@@ -72,7 +72,7 @@ def test_packed_batches_count_the_examples_tokens_and_flops_of_the_same_batch_pa
 
 @pytest.mark.slow
 def test_the_cpu_sharing_worker_trains_with_the_stages_openmp_setting():
-    run = subprocess.run([sys.executable, "bench/cpu_sharing.py", "--worker", "--seconds", "1"], cwd=ROOT,
+    run = subprocess.run([sys.executable, "bench/cpu_sharing.py", "--worker", "--seconds", "1", "--warmup", "1"], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["steps_per_s"] > 0 and result["gomp_spincount"] == "3000"

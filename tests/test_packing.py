@@ -186,7 +186,8 @@ def test_packing_needs_a_token_budget(tmp_path):
 
 def test_the_train_stage_refuses_packing_without_a_gpu(tmp_path, monkeypatch, capsys):
     text = PARAMS.read_text().replace("packing: false", "packing: true")
-    (tmp_path / "params.yaml").write_text(text.replace("batch_tokens: 0", "batch_tokens: 4096"))
+    text = text.replace("batch_tokens: 0", "batch_tokens: 4096").replace("compile: true", "compile: false")
+    (tmp_path / "params.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as stopped:

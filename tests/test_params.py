@@ -95,6 +95,14 @@ def test_keeping_the_best_epoch_needs_validation_questions(tmp_path):
     assert params.load(edited(tmp_path, lambda p: p["train"].update(keep_best=True)))["train"]["keep_best"] is True
 
 
+def test_packing_is_not_compiled_whole(tmp_path):
+    path = edited(tmp_path, lambda p: p["train"].update(packing=True, batch_tokens=4096))
+    with pytest.raises(InputError, match="train.compile: train.packing compiles its own attention kernel"):
+        params.load(path)
+    path = edited(tmp_path, lambda p: p["train"].update(packing=True, batch_tokens=4096, compile=False))
+    assert params.load(path)["train"]["packing"] is True
+
+
 def test_an_unknown_key_is_an_error_naming_the_nearest_param(tmp_path):
     path = edited(tmp_path, lambda p: p["train"].update(learning_rate=3e-4))
     with pytest.raises(InputError, match=r"train.learning_rate is not a param of this pipeline \(did you mean train.lr"):
