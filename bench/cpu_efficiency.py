@@ -56,7 +56,7 @@ def unpadded(batch):
     """The batch cut to its longest source and target: the model's FLOPs, whatever padding a setting adds."""
     source = int(batch["attention_mask"].sum(1).max())
     target = int((batch["labels"] != -100).sum(1).max())
-    return {key: value[:, :source] if key in ("input_ids", "attention_mask") else value[:, :target]
+    return {key: (value[:, :source] if key in ("input_ids", "attention_mask") else value[:, :target]).contiguous()
             for key, value in batch.items()}
 
 

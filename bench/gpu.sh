@@ -2,13 +2,14 @@
 # Every GPU measurement in one run (bench/README.md has the results), in parts that can also run alone:
 #  check: bench/packing_check.py: packed against padded loss and gradients on the GPU's compiled kernels;
 #  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with the best
-#         token-budget batches measured so far: as the stages run, and with the candidates `pack`
-#         (train.packing) and `pack-compile` (recompiles logged, with their reasons; `compile` alone was
-#         measured before: bench/README.md); then profiled, with `pack-compile`. One run failing (e.g.
-#         out of memory) does not stop the next;
+#         token-budget batches measured so far: as the stages run (compiled: train.compile), and with the
+#         candidates `eager` (not compiled), `pack` (train.packing) and `pack-compile` (recompiles logged,
+#         with their reasons); then profiled, with `pack-compile`. One run failing (e.g. out of memory)
+#         does not stop the next;
 #  repro, repro-packed: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled
 #         data's generator, a randomly initialised t5-small-shaped checkpoint, `dvc repro` one stage at a
-#         time with each stage's time; batches of 64 examples, or (packed) of 4,096 source tokens: whole
+#         time with each stage's time (train compiled as by default, its recompiles logged; packed: not
+#         compiled whole); batches of 64 examples, or (packed) of 4,096 source tokens: whole
 #         rows, which on the bundled data are 1,408 tokens of ~27 examples, so 2 rows, ~53 examples and
 #         more steps than unpacked (the train stage prints the rows). After `repro`, `repro-packed`
 #         re-runs train and evaluate only;
@@ -61,7 +62,7 @@ for part in $parts; do
   case $part in
     check) python bench/packing_check.py || echo "bench/packing_check.py failed with status $?" ;;
     bench)
-      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate pack --candidate pack-compile
+      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate eager --candidate pack --candidate pack-compile
       throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
     repro) repro false || echo "repro failed" ;;
     repro-packed) repro true || echo "repro-packed failed" ;;
