@@ -47,7 +47,7 @@ def prepared(tmp_path_factory):
     shutil.copytree(ROOT / "data" / "raw", work / "data" / "raw")
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"]["splits"] = SPLITS
-    p["train"].update(epochs=1, batch_size=16)
+    p["train"].update(epochs=1, batch_size=16, compile=False)  # compiling is tested in test_pipeline
     p["evaluate"]["max_new_tokens"] = 4
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     run(work, "prepare")
@@ -121,7 +121,7 @@ def test_real_squad_with_t5_small_s_tokenizer_answers_with_spans_of_the_context(
                                                        "test": "validation[:40]"})
     p["model"]["name"] = str(checkpoint)
     p["tokenize"].update(max_source_length=128, stride=32)
-    p["train"].update(epochs=1, batch_size=16, eval_questions=8)
+    p["train"].update(epochs=1, batch_size=16, eval_questions=8, compile=False)
     p["evaluate"]["max_new_tokens"] = 6
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     for stage in ("prepare", "tokenize", "train", "evaluate"):

@@ -30,7 +30,7 @@ TINY = {
     "data": {"splits": {"train": "train[:400]", "validation": "train[400:480]", "test": "validation[:60]"}},
     "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}},
     "tokenize": {"max_source_length": 48, "stride": 12},  # the bundled contexts become windows
-    "train": {"epochs": 1, "batch_size": 16},
+    "train": {"epochs": 1, "batch_size": 16, "compile": False},  # compiled in its own test: a minute a model
     "evaluate": {"max_new_tokens": 8},
 }
 
@@ -204,6 +204,18 @@ def test_the_model_s_bytes_depend_on_data_params_and_code_not_on_how_the_run_sta
     assert "Running stage 'train'" in out
     assert lock_md5(repo, "train", "models") == lock_md5(repo, "train", "models", "HEAD")
     sh(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=3e-4")  # the experiment's results, cached
+
+
+def test_compiled_training_gives_the_same_model_bytes_run_after_run(tmp_path):
+    """train.compile (the default): the first run compiles afresh, the second with inductor's cache of the
+    first; the model's bytes are the same (inductor's atomic adds are left to PyTorch: stages/train.py)."""
+    compiled = fresh_repo(tmp_path / "repo", train={"compile": True})
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # empty: a fresh machine
+    sh(compiled, sys.executable, "-m", "dvc", "repro", env=env)
+    first = lock_md5(compiled, "train", "models")
+    out = sh(compiled, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train", env=env)
+    assert "Running stage 'train'" in out
+    assert lock_md5(compiled, "train", "models") == first
 
 
 def test_pr_report_diffs_metrics_and_params_and_flags_a_stale_lock(repo):
