@@ -288,3 +288,15 @@ def test_validation_questions_are_answered_under_fsdp_as_by_one_process(tmp_path
     scores, sharded_answers, weights = torch.load(tmp_path / "result.pt")
     assert all(torch.equal(weights[name], value) for name, value in model.state_dict().items())
     assert (scores, sharded_answers) == alone and all(alone[1])
+
+
+def test_compiling_on_a_cpu_without_a_c_compiler_is_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    run = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "CXX": "no-such-compiler",
+                              "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        "error: train.compile: torch.compile on the CPU needs a C++ compiler")
+    assert run.stderr.strip().splitlines()[-1].endswith("or set train.compile: false")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
