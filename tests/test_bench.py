@@ -72,8 +72,8 @@ def test_packed_batches_count_the_examples_tokens_and_flops_of_the_same_batch_pa
 
 @pytest.mark.slow
 def test_the_cpu_sharing_worker_trains_with_the_stages_openmp_setting():
-    run = subprocess.run([sys.executable, "bench/cpu_sharing.py", "--worker", "--seconds", "1", "--warmup", "1"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, "bench/cpu_sharing.py", "--worker", "--seconds", "1", "--warmup", "1"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["steps_per_s"] > 0 and result["gomp_spincount"] == "3000"
 

@@ -30,7 +30,7 @@ TINY = {
     "data": {"splits": {"train": "train[:400]", "validation": "train[400:480]", "test": "validation[:60]"}},
     "model": {"scratch": {"vocab_size": 300, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}},
     "tokenize": {"max_source_length": 48, "stride": 12},  # the bundled contexts become windows
-    "train": {"epochs": 1, "batch_size": 16, "compile": False},  # compiled in its own test: a minute a model
+    "train": {"epochs": 1, "batch_size": 16, "compile": False},  # compiled in a test of its own
     "evaluate": {"max_new_tokens": 8},
 }
 
