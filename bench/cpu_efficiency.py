@@ -27,12 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {  # name: train.compile, and what else differs from the train stage
     "eager": dict(compile=False),  # the stages before train.compile
-    "compile": dict(compile=True),  # the stages now: one graph with dynamic shapes (stages/train.py)
+    "compile": dict(compile=True),  # the stages now: one graph with dynamic shapes, T5's eager attention
+                                    # (stages/train.py: QATrainer)
+    "compile-sdpa": dict(compile=True, attention="sdpa"),  # SDPA's attention, as a GPU trains compiled
     "compile-per-shape": dict(compile=True, dynamic=None),  # transformers' default: a graph per shape until it
                                                             # marks the varying dimensions dynamic
     "compile-buckets-16": dict(compile=True, dynamic=False, pad_to=16),  # static graphs, lengths rounded up to 16
-    "compile-foreach-adamw": dict(compile=True, optim="adamw_torch"),  # AdamW's foreach kernels, not fused
-    "compile-eager-attention": dict(compile=True, attention="eager"),  # T5's own attention code, not SDPA
+    "compile-foreach-adamw": dict(compile=True, args=dict(optim="adamw_torch")),  # AdamW's foreach kernels, not fused
+    "compile-max-autotune": dict(compile=True, args=dict(torch_compile_mode="max-autotune-no-cudagraphs")),
+                            # inductor picks each matrix product's kernel by timing its own C++ ones against oneDNN's
 }
 
 
@@ -83,9 +86,7 @@ def worker(name, warmup, steps):
 
     def new_model():
         torch.manual_seed(p["seed"])
-        model = modeling.build_model(p["model"], tokenizer)
-        model.set_attn_implementation(setting.get("attention", "sdpa"))
-        return model
+        return modeling.build_model(p["model"], tokenizer)
 
     class Trainer(train.QATrainer):
         timed = []  # the inputs of the timed steps, to count their FLOPs
@@ -108,13 +109,15 @@ def worker(name, warmup, steps):
 
     model = new_model()
     hp = {**p["train"], "compile": setting["compile"]}
-    overrides = {"optim": setting["optim"]} if "optim" in setting else {}
+    overrides = setting.get("args", {})
     with tempfile.TemporaryDirectory() as workdir:
         args = train.training_arguments(hp, p["seed"], workdir, report_to="none", disable_tqdm=True,
                                         max_steps=warmup + steps, **overrides)
         collate = DataCollatorForSeq2Seq(tokenizer, model=model, pad_to_multiple_of=setting.get("pad_to"))
         trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                           data_collator=collate, callbacks=[Clock()])
+        if "attention" in setting:  # instead of the Trainer's choice
+            model.set_attn_implementation(setting["attention"])
         start = time.perf_counter()
         trainer.train()
     ends = Clock.ends
@@ -122,6 +125,7 @@ def worker(name, warmup, steps):
 
     flops = 0
     counting = new_model().train()
+    counting.set_attn_implementation(model.config._attn_implementation)  # counted as it trained
     for batch in Trainer.timed:
         with FlopCounterMode(display=False) as counter:
             counting(**unpadded(batch)).loss.backward()

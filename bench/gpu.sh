@@ -3,7 +3,8 @@
 #  check: bench/packing_check.py: packed against padded loss and gradients on the GPU's compiled kernels;
 #  bench: bench/throughput.py with t5-small's shape, this project against the seed's setup, with the best
 #         token-budget batches measured so far: as the stages run (compiled: train.compile), and with the
-#         candidates `eager` (not compiled), `pack` (train.packing) and `pack-compile` (recompiles logged,
+#         candidates `eager` (not compiled), `eager-attention` (compiled with T5's own attention code, as a
+#         CPU trains), `pack` (train.packing) and `pack-compile` (recompiles logged,
 #         with their reasons); then profiled, with `pack-compile`. One run failing (e.g. out of memory)
 #         does not stop the next;
 #  repro, repro-packed: the seed-sized experiment end to end: 20k / 5k / 5k questions from the bundled
@@ -62,7 +63,8 @@ for part in $parts; do
   case $part in
     check) python bench/packing_check.py || echo "bench/packing_check.py failed with status $?" ;;
     bench)
-      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate eager --candidate pack --candidate pack-compile
+      TORCH_LOGS=recompiles throughput "${best[@]}" --candidate eager --candidate eager-attention --candidate pack \
+        --candidate pack-compile
       throughput "${best[@]}" --steps 5 --generate 256 --profile --candidate pack-compile ;;
     repro) repro false || echo "repro failed" ;;
     repro-packed) repro true || echo "repro-packed failed" ;;

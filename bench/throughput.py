@@ -230,6 +230,13 @@ def eager(model):
     return {"compile": False}
 
 
+def eager_attention(model):
+    """Compiled with T5's own attention code, as a CPU trains it (stages/train.py: QATrainer), instead of
+    SDPA's kernels, which a GPU keeps."""
+    model.set_attn_implementation("eager")
+    return {}
+
+
 def pack(model):
     """train.packing: rows of several examples, --batch-tokens source tokens of them a batch (which the
     stages run without train.compile: it compiles its attention kernel itself)."""
@@ -243,7 +250,7 @@ def pack_and_compile(model):
     return pack(model)
 
 
-CANDIDATES = {"eager": eager, "pack": pack, "pack-compile": pack_and_compile}
+CANDIDATES = {"eager": eager, "eager-attention": eager_attention, "pack": pack, "pack-compile": pack_and_compile}
 PACKED = ("pack", "pack-compile")  # the candidates that train packed rows: on a GPU, with --batch-tokens
 
 
