@@ -1,6 +1,7 @@
 """bench/throughput.py runs both sides and ends with one JSON line (its numbers are not judged here); its
 compiled regions learn what the stages learn, and it counts packed batches as padded ones;
-bench/cpu_sharing.py's trainings run with the stages' OpenMP setting."""
+bench/cpu_sharing.py's trainings run with the stages' OpenMP setting; bench/cpu_efficiency.py
+counts the training's FLOPs against the matmul peak it measures."""
 
 import importlib.util
 import json
@@ -85,3 +86,13 @@ def test_the_packing_check_compares_packed_and_padded_gradients():
     fp32 = json.loads(run.stdout.strip().splitlines()[-1])["fp32"]
     assert fp32["packed_loss"] == pytest.approx(fp32["padded_loss"], rel=1e-6)
     assert 0 < fp32["largest_gradient_difference"] < 1e-4 and not fp32["nan"]
+
+
+@pytest.mark.slow
+def test_the_cpu_efficiency_benchmark_counts_flops_against_the_peak_it_measures():
+    run = subprocess.run([sys.executable, "bench/cpu_efficiency.py", "eager", "--warmup", "2", "--steps", "3"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    [result] = json.loads(run.stdout.strip().splitlines()[-1])["settings"]
+    assert result["setting"] == "eager" and result["gflop_per_step"] > 1  # the default model: ~7 GFLOP a step
+    assert result["of_peak"] == pytest.approx(result["gflops"] / result["peak_gflops"], abs=0.002)
+    assert 0 < result["of_peak"] < 1 and result["stage_steps"] > 1000
