@@ -126,7 +126,7 @@ def how_to_get(folder):
         cached = remote = False
     if cached or remote:
         return f"run `dvc pull {name}` ({'the cache' if cached else 'the remote'} holds it)"
-    return ("run `dvc repro` to train it (the default pipeline: 10 to 19 min on a 2-core CPU; `make quick`: a "
+    return ("run `dvc repro` to train it (the default pipeline: 10 to 26 min on a 2-core CPU; `make quick`: a "
             "quarter of it), or `dvc pull` once a teammate's `dvc push` has put it on the remote")
 
 

@@ -70,7 +70,7 @@ def test_bad_question_files_name_the_line(model_dir, tmp_path, content, message)
 
 def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
     with pytest.raises(InputError, match=r"holds no trained model: run `dvc repro` to train it \(the default "
-                                         r"pipeline: 10 to 19 min on a 2-core CPU"):
+                                         r"pipeline: 10 to 26 min on a 2-core CPU"):
         modeling.load_trained(tmp_path)
 
 
