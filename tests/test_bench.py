@@ -90,9 +90,22 @@ def test_the_packing_check_compares_packed_and_padded_gradients():
 
 @pytest.mark.slow
 def test_the_cpu_efficiency_benchmark_counts_flops_against_the_peak_it_measures():
-    run = subprocess.run([sys.executable, "bench/cpu_efficiency.py", "eager", "--warmup", "2", "--steps", "3"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
-    [result] = json.loads(run.stdout.strip().splitlines()[-1])["settings"]
-    assert result["setting"] == "eager" and result["gflop_per_step"] > 1  # the default model: ~7 GFLOP a step
-    assert result["of_peak"] == pytest.approx(result["gflops"] / result["peak_gflops"], abs=0.002)
-    assert 0 < result["of_peak"] < 1 and result["stage_steps"] > 1000
+    run = subprocess.run([sys.executable, "bench/cpu_efficiency.py", "eager", "compile-sdpa", "--warmup", "2",
+                          "--rounds", "2", "--window", "3"], cwd=ROOT, capture_output=True, text=True, check=True)
+    results = json.loads(run.stdout.strip().splitlines()[-1])["settings"]
+    assert [r["setting"] for r in results] == ["eager", "compile-sdpa"]
+    for result in results:
+        assert result["windows"] == 2 and result["gflop_per_step"] > 1  # the default model: ~7 GFLOP a step
+        assert 0 < result["of_peak"] <= result["best_of_peak"] < 1
+        assert result["steps_per_s"] <= result["best_steps_per_s"] and result["stage_steps"] > 1000
+
+
+def test_a_window_counts_only_the_steps_that_ran_inside_it():
+    spec = importlib.util.spec_from_file_location("cpu_efficiency", ROOT / "bench/cpu_efficiency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ends = {10: 0.5, 11: 1.5, 12: 2.0, 13: 2.5, 14: 4.0}  # stopped between steps 13 and 14
+    flops = {11: 1e9, 12: 2e9, 13: 3e9, 14: 4e9}
+    steps_per_s, flop_per_s = bench.window_rate(ends, flops, opened=1.0, closed=3.0)
+    assert steps_per_s == pytest.approx(2 / 1.0) and flop_per_s == pytest.approx(5e9 / 1.0)  # steps 12 and 13
+    assert bench.window_rate(ends, flops, opened=1.0, closed=2.2) is None  # one step is no rate
